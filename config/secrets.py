@@ -10,19 +10,24 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, SecretStr
+from pydantic import BeforeValidator, SecretStr, ValidationInfo
 
 
-def resolve_secret(value: Any) -> Any:
-    """Turn a secret reference into its value; plain strings are refused on purpose."""
+def resolve_secret(value: Any, info: ValidationInfo) -> Any:
+    """Turn a secret reference into its value; plain strings are refused on purpose.
+
+    The environment comes from the validation context (`{"env": mapping}`) when the loader
+    gives one, so tests and tools can resolve against an explicit environment.
+    """
     if value is None or isinstance(value, SecretStr):
         return value
+    env = (info.context or {}).get("env", os.environ)
     if isinstance(value, dict):
         if set(value) == {"env"}:
             name = str(value["env"])
-            if name not in os.environ:
+            if name not in env:
                 raise ValueError(f"environment variable {name} is not set")
-            return SecretStr(os.environ[name])
+            return SecretStr(env[name])
         if set(value) == {"file"}:
             path = Path(str(value["file"]))
             try:

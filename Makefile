@@ -1,0 +1,31 @@
+# Two commands for a new machine: `make demo` runs the whole system, `make test` the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench up status clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/itinerary demo
+
+test: $(BIN)/.installed
+	$(BIN)/pytest -q
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/mypy itinerary actors channels config supervisors
+
+bench: $(BIN)/.installed
+	$(BIN)/python scripts/bench_pipeline.py
+
+up: $(BIN)/.installed
+	$(BIN)/itinerary up --config config/examples/demo.yaml
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache results

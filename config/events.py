@@ -1,0 +1,21 @@
+"""Event definitions: which incoming events matter, how to recognise them, whose they are."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from itinerary.config.runtime import Frozen
+
+
+class EventDefinition(Frozen):
+    """Recognises an event by a rule on its payload (or a system event id) and names the
+    identity namespace that decides which profile it belongs to."""
+
+    rule: str | None = Field(None, description="expression over `event`; first matching definition wins")
+    event_id: str | None = Field(
+        None, description="matches _experience.campaign.orchestration.eventID in the payload"
+    )
+    namespace: str | None = Field(None, description="routing identity namespace; default: runtime.identity")
+    profile_fields: dict[str, str] = Field(
+        default_factory=dict, description="profile attribute -> expression, applied when non-null"
+    )

@@ -1,0 +1,110 @@
+"""The compiled form of a configuration: event matchers, profile field mappings, journeys.
+
+Built once per process (ingress, shard, benchmark) from the validated `AppConfig`; every
+expression and template is compiled here so nothing is parsed on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from itinerary.config.app import AppConfig
+from itinerary.config.channels import EmailChannelConfig
+from itinerary.engine.compiler import ChannelInfo, compile_journey
+from itinerary.engine.expressions import compile_expression
+from itinerary.engine.journey import CompiledJourney
+from itinerary.engine.profile import FieldMapping, JourneyEngine
+from itinerary.errors import ConfigError, ExpressionError, JourneyDefinitionError
+
+
+@dataclass(frozen=True, slots=True)
+class EventMatcher:
+    """Recognises one event definition and says which identity namespaces route it."""
+
+    name: str
+    rule: Callable[[Mapping[str, Any]], Any] | None
+    event_id: str | None
+    namespaces: tuple[str, ...]
+
+
+def channel_outcome_timeout(channel: Any) -> float:
+    """How long an action waits for an outcome by default: queueing plus every attempt."""
+    attempts = channel.retry.max_retries + 1
+    per_attempt = channel.timeout.total_seconds() + channel.retry.max_backoff.total_seconds()
+    queued = 0.0
+    if channel.limit is not None and channel.limit.mode == "throttle":
+        queued = channel.limit.max_age.total_seconds()
+    return queued + attempts * per_attempt + 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """Everything compiled from one config, shared read-only by the code of one process."""
+
+    config: AppConfig
+    matchers: tuple[EventMatcher, ...]
+    by_event_id: Mapping[str, EventMatcher]
+    profile_fields: Mapping[str, FieldMapping]
+    journeys: tuple[CompiledJourney, ...]
+
+    @classmethod
+    def build(cls, app: AppConfig, file: str = "<config>") -> Catalog:
+        def expr(path: str, source: str) -> Callable[[Mapping[str, Any]], Any]:
+            try:
+                return compile_expression(source).evaluate
+            except ExpressionError as exc:
+                raise ConfigError(file=file, path=path,
+                                  reason=f"{exc.reason} at position {exc.position} in {source!r}") from None
+
+        default_ns = app.runtime.identity.namespaces
+        matchers = []
+        fields: dict[str, FieldMapping] = {}
+        for name, definition in app.events.items():
+            if definition.rule is None and definition.event_id is None:
+                raise ConfigError(file=file, path=f"events.{name}", reason="give a rule or an event_id")
+            rule = expr(f"events.{name}.rule", definition.rule) if definition.rule else None
+            namespaces = (definition.namespace,) if definition.namespace else default_ns
+            matchers.append(EventMatcher(name, rule, definition.event_id, namespaces))
+            fields[name] = tuple(
+                (attr, expr(f"events.{name}.profile_fields.{attr}", source))
+                for attr, source in definition.profile_fields.items()
+            )
+        channels = {
+            name: ChannelInfo("email" if isinstance(c, EmailChannelConfig) else "webhook",
+                              channel_outcome_timeout(c))
+            for name, c in app.channels.items()
+        }
+        journeys = []
+        for i, definition in enumerate(app.journeys):
+            try:
+                journeys.append(compile_journey(definition, events=app.events, channels=channels))
+            except JourneyDefinitionError as exc:
+                raise ConfigError(file=file, path=f"journeys[{i}].{exc.path}", reason=exc.reason) from None
+        by_id = {m.event_id: m for m in matchers if m.event_id}
+        return cls(app, tuple(matchers), by_id, fields, tuple(journeys))
+
+    def match(self, event: Mapping[str, Any]) -> EventMatcher | None:
+        """The first definition the event satisfies, in config order (a system event id wins)."""
+        if self.by_event_id:
+            exp = event.get("_experience")
+            if isinstance(exp, dict):
+                orch = (exp.get("campaign") or {}).get("orchestration") if isinstance(exp.get("campaign"), dict) else None
+                if isinstance(orch, dict) and orch.get("eventID") in self.by_event_id:
+                    return self.by_event_id[orch["eventID"]]
+        scope = {"event": event}
+        for matcher in self.matchers:
+            if matcher.rule is not None and matcher.rule(scope):
+                return matcher
+        return None
+
+    def engine(self) -> JourneyEngine:
+        profile = self.config.runtime.profile
+        return JourneyEngine(
+            self.journeys,
+            profile_fields=self.profile_fields,
+            recent_event_ids=profile.recent_event_ids,
+            max_ids_per_namespace=profile.max_ids_per_namespace,
+            max_attributes=profile.max_attributes,
+        )

@@ -1,0 +1,53 @@
+"""Routes validated events: event definition, routing identity, profile key, shard.
+
+Pure and batch-oriented: the ingress calls it once per request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from itinerary.catalog import Catalog
+from itinerary.engine.ingest import pick_identity
+from itinerary.engine.routing import RoutingTable, profile_key
+
+Record = list[Any]  # [profile key, event definition name, event, ingest time]
+
+
+class EventRouter:
+    """Turns accepted events into per-shard records, or a rejection reason per event."""
+
+    def __init__(self, catalog: Catalog, table: RoutingTable) -> None:
+        self.catalog = catalog
+        self.table = table
+
+    def route(self, accepted: list[tuple[int, dict[str, Any]]], now: float
+              ) -> tuple[dict[int, list[Record]], list[dict[str, Any]]]:
+        per_shard: dict[int, list[Record]] = {}
+        rejected: list[dict[str, Any]] = []
+        match = self.catalog.match
+        shard_of = self.table.shard_of
+        for index, event in accepted:
+            matcher = match(event)
+            if matcher is None:
+                rejected.append({"index": index, "reason": _no_definition(event)})
+                continue
+            identity = pick_identity(event, matcher.namespaces)
+            if identity is None:
+                rejected.append({"index": index, "reason": f"no identity in namespace "
+                                 f"{' or '.join(matcher.namespaces)} for event {matcher.name!r}"})
+                continue
+            key = profile_key(*identity)
+            shard = shard_of(key)
+            records = per_shard.get(shard)
+            if records is None:
+                records = per_shard[shard] = []
+            records.append([key, matcher.name, event, now])
+        return per_shard, rejected
+
+
+def _no_definition(event: dict[str, Any]) -> str:
+    event_type = event.get("eventType")
+    if event_type is None:
+        return "no event definition matches this event (it has no eventType)"
+    return f"no event definition matches eventType {str(event_type)[:80]!r}"
