@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from itinerary.config.channels import ChannelConfig
 from itinerary.config.events import EventDefinition
@@ -12,6 +12,9 @@ from itinerary.config.runtime import Frozen, RuntimeSettings
 
 class AppConfig(Frozen):
     """Everything `itinerary up` needs; loaded from YAML by `itinerary.config.loader`."""
+
+    # Validation errors must not echo values: a misplaced secret would end up in a log.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     runtime: RuntimeSettings = RuntimeSettings()
     events: dict[str, EventDefinition] = Field(default_factory=dict)

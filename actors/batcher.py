@@ -1,0 +1,105 @@
+"""Micro-batching of routed events per shard, with a bounded window of calls in flight.
+
+Events for one shard collect in a buffer that leaves as one msgpack blob when it holds
+`max_events` or `max_delay` has passed, whichever is first. At most `max_inflight` calls
+per shard are outstanding; beyond that the buffer grows until a call returns, and the
+ingress refuses new requests (429) once its total queued events reach its bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgpack
+
+SendBatch = Callable[[int, str, int, bytes], Awaitable[int]]
+_epochs = itertools.count()
+
+
+class ShardBatcher:
+    """Buffers records for one shard and sends them in ordered, numbered batches."""
+
+    def __init__(self, shard: int, send: SendBatch, *, sender: str, max_events: int,
+                 max_delay: float, max_inflight: int) -> None:
+        self.shard = shard
+        self._send_batch = send
+        self._sender_prefix = sender
+        self.sender = f"{sender}#{next(_epochs)}"
+        self.seq = 0
+        self.max_events = max_events
+        self.max_delay = max_delay
+        self.max_inflight = max_inflight
+        self.buffer: list[Any] = []
+        self._future: asyncio.Future[int] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.inflight = 0
+        self.inflight_events = 0
+        self.batches_sent = 0
+        self.failures = 0
+
+    @property
+    def queued(self) -> int:
+        return len(self.buffer) + self.inflight_events
+
+    def add(self, records: list[Any]) -> asyncio.Future[int]:
+        """Queue records; the future resolves when their batch was applied by the shard."""
+        loop = asyncio.get_running_loop()
+        if self._future is None:
+            self._future = loop.create_future()
+            self._future.add_done_callback(_consume)
+        self.buffer.extend(records)
+        future = self._future
+        if len(self.buffer) >= self.max_events:
+            self.flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.max_delay, self._on_timer)
+        return future
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer or self.inflight >= self.max_inflight:
+            return  # a returning call flushes again
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        records, future = self.buffer, self._future
+        self.buffer, self._future = [], None
+        assert future is not None
+        blob = msgpack.packb(records, use_bin_type=True)
+        seq, self.seq = self.seq, self.seq + 1
+        self.inflight += 1
+        self.inflight_events += len(records)
+        asyncio.get_running_loop().create_task(self._send(self.sender, seq, blob, len(records), future))
+
+    async def _send(self, sender: str, seq: int, blob: bytes, count: int, future: asyncio.Future[int]) -> None:
+        try:
+            applied = await self._send_batch(self.shard, sender, seq, blob)
+            if not future.done():
+                future.set_result(int(applied))
+        except Exception as exc:
+            self.failures += 1
+            if sender == self.sender:
+                # The shard may have restarted: number batches afresh under a new sender id.
+                self.sender = f"{self._sender_prefix}#{next(_epochs)}"
+                self.seq = 0
+            if not future.done():
+                future.set_exception(exc)
+        finally:
+            self.batches_sent += 1
+            self.inflight -= 1
+            self.inflight_events -= count
+            if self.buffer and (len(self.buffer) >= self.max_events or self._timer is None):
+                self.flush()
+
+
+def _consume(future: asyncio.Future[int]) -> None:
+    # Requests that timed out no longer await their batch; retrieve its error so asyncio
+    # does not log "exception was never retrieved".
+    if not future.cancelled():
+        future.exception()

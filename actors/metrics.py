@@ -1,0 +1,127 @@
+"""Metrics exported through `ray.util.metrics`, so the Ray dashboard and Prometheus see them.
+
+Counters are incremented per batch with the batch's totals, never per event: a metric
+call costs microseconds and the hot path handles tens of thousands of events a second.
+Outside Ray (unit tests, the single-process benchmark) the same calls do nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+LATENCY_BOUNDARIES = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
+
+
+def _ray_metrics() -> Any | None:
+    try:
+        import ray
+        from ray.util import metrics
+    except ImportError:  # pragma: no cover - ray is a dependency
+        return None
+    return metrics if ray.is_initialized() else None
+
+
+class ShardMetrics:
+    """Events applied, journey steps per journey/node/kind, profiles and timers held."""
+
+    def __init__(self, shard: str) -> None:
+        m = _ray_metrics()
+        self._on = m is not None
+        if m is None:
+            return
+        self._tags = {"shard": shard}
+        self._events = m.Counter("itinerary_shard_events_total", "Events applied by a profile shard",
+                                 tag_keys=("shard", "result"))
+        self._steps = m.Counter("itinerary_journey_steps_total", "Journey step events",
+                                tag_keys=("journey", "node", "kind"))
+        self._profiles = m.Gauge("itinerary_shard_profiles", "Profiles held by a shard", tag_keys=("shard",))
+        self._timers = m.Gauge("itinerary_shard_pending_timers", "Pending timers in a shard", tag_keys=("shard",))
+        self._outcomes = m.Counter("itinerary_shard_outcomes_total", "Message outcomes returned to profiles",
+                                   tag_keys=("shard", "outcome"))
+
+    def batch(self, applied: int, duplicates: int, steps: Counter[tuple[str, str, str]]) -> None:
+        if not self._on:
+            return
+        if applied:
+            self._events.inc(applied, tags={**self._tags, "result": "applied"})
+        if duplicates:
+            self._events.inc(duplicates, tags={**self._tags, "result": "duplicate"})
+        for (journey, node, kind), n in steps.items():
+            self._steps.inc(n, tags={"journey": journey, "node": node, "kind": kind})
+
+    def outcomes(self, counts: Counter[str]) -> None:
+        if self._on:
+            for outcome, n in counts.items():
+                self._outcomes.inc(n, tags={**self._tags, "outcome": outcome})
+
+    def gauges(self, profiles: int, timers: int) -> None:
+        if self._on:
+            self._profiles.set(profiles, tags=self._tags)
+            self._timers.set(timers, tags=self._tags)
+
+
+class IngressMetrics:
+    """Events accepted and rejected at the edge, request latency and queued events."""
+
+    def __init__(self, ingress: str) -> None:
+        m = _ray_metrics()
+        self._on = m is not None
+        if m is None:
+            return
+        self._tags = {"ingress": ingress}
+        self._events = m.Counter("itinerary_ingress_events_total", "Events received at the HTTP edge",
+                                 tag_keys=("ingress", "result"))
+        self._requests = m.Counter("itinerary_ingress_requests_total", "HTTP requests by status",
+                                   tag_keys=("ingress", "status"))
+        self._latency = m.Histogram("itinerary_ingest_latency_seconds", "POST /v1/events latency",
+                                    boundaries=LATENCY_BOUNDARIES, tag_keys=("ingress",))
+        self._queued = m.Gauge("itinerary_ingress_queued_events", "Events waiting to reach shards",
+                               tag_keys=("ingress",))
+
+    def request(self, status: int, accepted: int, rejected: int, seconds: float, queued: int) -> None:
+        if not self._on:
+            return
+        self._requests.inc(1, tags={**self._tags, "status": str(status)})
+        if accepted:
+            self._events.inc(accepted, tags={**self._tags, "result": "accepted"})
+        if rejected:
+            self._events.inc(rejected, tags={**self._tags, "result": "rejected"})
+        self._latency.observe(seconds, tags=self._tags)
+        self._queued.set(queued, tags=self._tags)
+
+
+class GatewayMetrics:
+    """Messages per channel and outcome, queue depth, limiter delay, event-to-delivery latency.
+
+    Implements the gateway's observer protocol.
+    """
+
+    def __init__(self) -> None:
+        m = _ray_metrics()
+        self._on = m is not None
+        if m is None:
+            return
+        self._messages = m.Counter("itinerary_messages_total", "Messages by channel and outcome",
+                                   tag_keys=("channel", "outcome"))
+        self._depth = m.Gauge("itinerary_gateway_queue_depth", "Messages queued at a gateway",
+                              tag_keys=("channel",))
+        self._delay = m.Histogram("itinerary_limiter_delay_seconds", "Time a message waited for the rate limiter",
+                                  boundaries=LATENCY_BOUNDARIES, tag_keys=("channel",))
+        self._latency = m.Histogram("itinerary_event_to_delivery_seconds", "From event ingest to provider answer",
+                                    boundaries=LATENCY_BOUNDARIES, tag_keys=("channel",))
+
+    def on_outcome(self, channel: str, outcome: dict[str, Any], limiter_delay: float,
+                   delivery_latency: float | None) -> None:
+        if not self._on:
+            return
+        tags = {"channel": channel}
+        self._messages.inc(1, tags={**tags, "outcome": str(outcome.get("outcome"))})
+        if limiter_delay > 0:
+            self._delay.observe(limiter_delay, tags=tags)
+        if delivery_latency is not None and outcome.get("outcome") == "sent":
+            self._latency.observe(max(0.0, delivery_latency), tags=tags)
+
+    def on_queue_depth(self, channel: str, depth: int) -> None:
+        if self._on:
+            self._depth.set(depth, tags={"channel": channel})

@@ -1,0 +1,17 @@
+"""Names of the actors, so that every process finds its peers the same way."""
+
+from __future__ import annotations
+
+SUPERVISOR = "itinerary-supervisor"
+
+
+def shard_name(index: int) -> str:
+    return f"profile-shard-{index:02d}"
+
+
+def gateway_name(channel: str) -> str:
+    return f"gateway-{channel}"
+
+
+def ingress_name(index: int) -> str:
+    return f"ingress-{index}"

@@ -1,0 +1,126 @@
+"""Every call from one actor to another goes through a `Peers` object.
+
+`RayPeers` finds peers by name in the Ray namespace and makes batched remote calls;
+`LocalPeers` is its in-process twin, wiring plain objects together for tests and for the
+single-process ceiling benchmark. Nothing else in the data plane calls Ray directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import Any, Protocol
+
+import msgpack
+
+from itinerary.actors.names import SUPERVISOR, gateway_name, shard_name
+from itinerary.engine.messages import Outcome, SendRequest
+
+log = logging.getLogger(__name__)
+
+
+class Peers(Protocol):
+    """What a shard, a gateway and an ingress need from the others."""
+
+    def apply_batch(self, shard: int, sender: str, seq: int, blob: bytes) -> Awaitable[int]: ...
+
+    def submit_sends(self, channel: str, requests: list[SendRequest]) -> Awaitable[None]: ...
+
+    def deliver_outcomes(self, shard: int, outcomes: list[Outcome]) -> Awaitable[None]: ...
+
+    def get_profile(self, shard: int, key: str) -> Awaitable[dict[str, Any] | None]: ...
+
+    def system_status(self) -> Awaitable[dict[str, Any]]: ...
+
+
+class RayPeers:
+    """Peers reached through Ray by actor name; handles are cached, calls are batched.
+
+    A bounded window of in-flight calls per peer keeps a slow peer from growing the
+    caller's memory: when the window is full the caller waits for the oldest call.
+    """
+
+    def __init__(self, namespace: str, window: int = 8) -> None:
+        self._namespace = namespace
+        self._window = window
+        self._handles: dict[str, Any] = {}
+        self._inflight: dict[str, list[Any]] = {}
+
+    def _handle(self, name: str) -> Any:
+        handle = self._handles.get(name)
+        if handle is None:
+            import ray
+
+            handle = ray.get_actor(name, namespace=self._namespace)
+            self._handles[name] = handle
+        return handle
+
+    def forget(self, name: str) -> None:
+        self._handles.pop(name, None)
+
+    async def _bounded(self, name: str, ref: Any) -> None:
+        calls = self._inflight.setdefault(name, [])
+        calls.append(asyncio.wrap_future(ref.future()))
+        while len(calls) > self._window:
+            oldest = calls.pop(0)
+            try:
+                await oldest
+            except Exception as exc:  # the peer will be restarted; its loss is logged, not fatal
+                log.warning("call to %s failed: %s", name, exc)
+                self.forget(name)
+        for call in [c for c in calls if c.done()]:
+            calls.remove(call)
+            if not call.cancelled() and call.exception() is not None:
+                log.warning("call to %s failed: %s", name, call.exception())
+
+    def apply_batch(self, shard: int, sender: str, seq: int, blob: bytes) -> Awaitable[int]:
+        return self._handle(shard_name(shard)).apply_batch.remote(sender, seq, blob)  # type: ignore[no-any-return]
+
+    async def submit_sends(self, channel: str, requests: list[SendRequest]) -> None:
+        name = gateway_name(channel)
+        ref = self._handle(name).submit.remote(msgpack.packb(requests, use_bin_type=True))
+        await self._bounded(name, ref)
+
+    async def get_profile(self, shard: int, key: str) -> dict[str, Any] | None:
+        return await self._handle(shard_name(shard)).get_profile.remote(key)  # type: ignore[no-any-return]
+
+    async def system_status(self) -> dict[str, Any]:
+        return await self._handle(SUPERVISOR).status.remote()  # type: ignore[no-any-return]
+
+    async def deliver_outcomes(self, shard: int, outcomes: list[Outcome]) -> None:
+        name = shard_name(shard)
+        ref = self._handle(name).deliver_outcomes.remote(msgpack.packb(outcomes, use_bin_type=True))
+        await self._bounded(name, ref)
+
+
+class LocalPeers:
+    """In-process twin of RayPeers: the same calls on plain objects, no Ray, no copies."""
+
+    def __init__(self) -> None:
+        self.shards: dict[int, Any] = {}
+        self.gateways: dict[str, Any] = {}
+        self.dropped_sends = 0
+
+    async def apply_batch(self, shard: int, sender: str, seq: int, blob: bytes) -> int:
+        return int(await self.shards[shard].apply_batch(sender, seq, blob))
+
+    async def submit_sends(self, channel: str, requests: list[SendRequest]) -> None:
+        gateway = self.gateways.get(channel)
+        if gateway is None:
+            self.dropped_sends += len(requests)
+            return
+        result = gateway.submit(requests)
+        if asyncio.iscoroutine(result):
+            await result
+
+    async def deliver_outcomes(self, shard: int, outcomes: list[Outcome]) -> None:
+        await self.shards[shard].deliver_outcomes(msgpack.packb(outcomes, use_bin_type=True))
+
+    async def get_profile(self, shard: int, key: str) -> dict[str, Any] | None:
+        return await self.shards[shard].get_profile(key)  # type: ignore[no-any-return]
+
+    async def system_status(self) -> dict[str, Any]:
+        shards = [await s.status() for s in self.shards.values()]
+        gateways = [g.stats() for g in self.gateways.values()]
+        return {"shards": shards, "gateways": gateways, "ingresses": []}

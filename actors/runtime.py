@@ -1,0 +1,60 @@
+"""The one module that binds actor classes to Ray, with their names and options.
+
+Shards and gateways restart automatically when their process dies (`max_restarts=-1`);
+the supervisor re-creates any actor that Ray no longer restarts. Actors reserve no CPU
+by default (`runtime.actor_num_cpus`) so that a 2-core machine can host them all, and
+are spread over the nodes of a cluster.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from itinerary.actors.gateway_actor import GatewayActor
+from itinerary.actors.ingress import Ingress
+from itinerary.actors.names import SUPERVISOR, gateway_name, ingress_name, shard_name
+from itinerary.actors.profile_shard import ProfileShard
+from itinerary.config.app import AppConfig
+
+_SHARD = ray.remote(ProfileShard)
+_GATEWAY = ray.remote(GatewayActor)
+_INGRESS = ray.remote(Ingress)
+
+
+def _options(app: AppConfig, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": app.runtime.ray_namespace,
+        "max_restarts": -1,
+        "max_task_retries": 0,  # a retried batch could be applied out of order
+        "num_cpus": app.runtime.actor_num_cpus,
+        "scheduling_strategy": "SPREAD",
+        "max_concurrency": 1000,
+    }
+
+
+def launch_shard(app: AppConfig, index: int) -> Any:
+    return _SHARD.options(**_options(app, shard_name(index))).remote(index, app)
+
+
+def launch_gateway(app: AppConfig, channel: str) -> Any:
+    return _GATEWAY.options(**_options(app, gateway_name(channel))).remote(channel, app)
+
+
+def launch_ingress(app: AppConfig, index: int, port: int) -> Any:
+    return _INGRESS.options(**_options(app, ingress_name(index))).remote(index, app, port)
+
+
+def launch_supervisor(app: AppConfig, config_file: str) -> Any:
+    from itinerary.supervisors.supervisor import Supervisor
+
+    options = {
+        "name": SUPERVISOR,
+        "namespace": app.runtime.ray_namespace,
+        "max_restarts": -1,
+        "num_cpus": 0,
+        "max_concurrency": 100,
+    }
+    return ray.remote(Supervisor).options(**options).remote(app, config_file)

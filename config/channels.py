@@ -1,0 +1,152 @@
+"""Channel configuration: one gateway per channel, a webhook endpoint or an SMTP relay.
+
+Durations are ISO-8601 (`PT1S`, `PT6H`) or seconds. Secrets (`token`, `password`) are
+written as `{env: NAME}` or `{file: PATH}` and stay masked in repr, str and JSON dumps.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from itinerary.channels.retry import RetryPolicy
+from itinerary.config.runtime import Frozen
+from itinerary.config.secrets import Secret
+from itinerary.engine.ratelimit import Rate
+
+MAX_CONNECTIONS = 400  # the reference product's ceiling per endpoint
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be longer than 0 s")
+    return value
+
+
+class LimitConfig(Frozen):
+    """A channel's throughput limit: queue over the limit (throttle) or refuse (cap)."""
+
+    calls: int = Field(gt=0)
+    period: timedelta
+    burst: int = Field(1, ge=1)
+    mode: Literal["throttle", "cap"] = "throttle"
+    max_age: timedelta = Field(
+        timedelta(hours=6), description="throttle mode: queued messages older than this expire"
+    )
+
+    _period_positive = field_validator("period", "max_age")(_positive)
+
+    def rate(self) -> Rate:
+        """The limiter's view of this limit."""
+        return Rate(calls=self.calls, period=self.period.total_seconds(), burst=self.burst)
+
+
+class RetryConfig(Frozen):
+    """How often and how patiently a failed delivery is tried again."""
+
+    max_retries: int = Field(3, ge=0, le=3)
+    backoff: timedelta = timedelta(milliseconds=200)
+    max_backoff: timedelta = timedelta(seconds=10)
+
+    _backoff_positive = field_validator("backoff", "max_backoff")(_positive)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetryConfig:
+        if self.max_backoff < self.backoff:
+            raise ValueError("max_backoff must be at least backoff")
+        return self
+
+    def policy(self) -> RetryPolicy:
+        """The gateway's retry policy for this config."""
+        return RetryPolicy(
+            max_retries=self.max_retries,
+            base=self.backoff.total_seconds(),
+            cap=self.max_backoff.total_seconds(),
+        )
+
+
+class ChannelBase(Frozen):
+    """Settings every channel gateway has: timeout, limit, connections, queue and retries."""
+
+    # A secret mistakenly written inline must not be echoed by the validation error.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    timeout: timedelta = Field(timedelta(seconds=10), description="per delivery attempt")
+    limit: LimitConfig | None = None
+    max_connections: int = Field(50, ge=1, le=MAX_CONNECTIONS)
+    queue_size: int = Field(10_000, ge=1)
+    retry: RetryConfig = RetryConfig()
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_bounds(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(seconds=30):
+            raise ValueError("timeout must be between 1 s and 30 s")
+        return value
+
+
+class WebhookChannelConfig(ChannelBase):
+    """A third-party HTTP endpoint (custom action) called with a JSON body."""
+
+    type: Literal["webhook"]
+    url: str
+    method: Literal["POST", "PUT"] = "POST"
+    token: Secret | None = Field(None, description="sent as Authorization: Bearer <token>")
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url must be an http:// or https:// URL with a host, got {value!r}")
+        # Credentials in the URL would show up in logs and dumps; the token field is masked.
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("url must not carry credentials; use `token`")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _no_auth_header(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if name.lower() in ("authorization", "idempotency-key"):
+                raise ValueError(f"header {name!r} is set by the gateway; use `token` for auth")
+            if any(ch in name + text for ch in "\r\n"):
+                raise ValueError(f"header {name!r} contains a line break")
+        return value
+
+
+class EmailChannelConfig(ChannelBase):
+    """An SMTP relay that the gateway hands messages to."""
+
+    type: Literal["email"]
+    host: str = "127.0.0.1"
+    port: int = Field(25, ge=1, le=65535)
+    username: str | None = None
+    password: Secret | None = None
+    starttls: bool = False
+    use_tls: bool = False
+    sender: str = Field(description="the From address")
+    max_connections: int = Field(4, ge=1, le=MAX_CONNECTIONS)
+
+    @field_validator("sender")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if "@" not in value or any(ch in value for ch in "\r\n"):
+            raise ValueError(f"sender must be an e-mail address, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EmailChannelConfig:
+        if self.starttls and self.use_tls:
+            raise ValueError("choose one of starttls (upgrade) and use_tls (TLS from the start)")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        return self
+
+
+ChannelConfig = Annotated[WebhookChannelConfig | EmailChannelConfig, Field(discriminator="type")]
+"""Any channel's config; `type` picks the model."""

@@ -1,0 +1,196 @@
+"""Pipeline benchmark: sustained end-to-end events/s over HTTP against the ceiling.
+
+In one run it measures
+  1. the single-process ceiling: the same bodies parsed, validated, routed and applied to
+     the same journeys by the same code in one process, with no Ray and no HTTP;
+  2. the full pipeline: a local Ray deployment of the demo config driven over HTTP with
+     batched events by concurrent connections (the load generator shares the machine);
+and prints a table (events/s, decisions/s, ingest latency percentiles, ratio) and writes
+JSON. Usage: `python scripts/bench_pipeline.py [--events N] [--profiles N] [--batch N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from rich.console import Console
+from rich.table import Table
+
+from itinerary.config.app import AppConfig
+from itinerary.traffic import TrafficGenerator
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_bodies(events: int, profiles: int, batch: int, seed: int = 1) -> list[bytes]:
+    generator = TrafficGenerator(profiles=profiles, seed=seed)
+    stream = generator.stream(events, ts0=time.time())
+    return [json.dumps(stream[i:i + batch]).encode() for i in range(0, len(stream), batch)]
+
+
+def ceiling(app: AppConfig, bodies: list[bytes]) -> dict[str, Any]:
+    """The same work as the pipeline, in this process: parse, validate, route, apply."""
+    import msgpack
+
+    from itinerary.actors.peers import LocalPeers
+    from itinerary.actors.profile_shard import ProfileShard
+    from itinerary.catalog import Catalog
+    from itinerary.engine.ingest import parse_body, validate_events
+    from itinerary.engine.routing import RoutingTable
+    from itinerary.router import EventRouter
+
+    peers = LocalPeers()
+    shards = [ProfileShard(i, app, peers=peers, start_timers=False) for i in range(app.runtime.shards)]
+    router = EventRouter(Catalog.build(app), RoutingTable(app.runtime.partitions, app.runtime.shards))
+    limits = app.runtime.ingress
+    events = 0
+    started = time.perf_counter()
+    for body in bodies:
+        now = time.time()
+        items = parse_body(body, "application/json", max_events=limits.max_events_per_request)
+        valid, _ = validate_events(items, max_event_bytes=limits.max_event_bytes,
+                                   max_identities=limits.max_identities, now=now)
+        per_shard, _ = router.route(valid, now)
+        for index, records in per_shard.items():
+            # the records cross a process boundary in the pipeline: pay the same packing
+            events += shards[index]._apply_records(msgpack.packb(records, use_bin_type=True))
+    seconds = time.perf_counter() - started
+    decisions = sum(s.counts["decisions"] for s in shards)
+    return {"events": events, "seconds": seconds, "events_per_s": events / seconds,
+            "decisions_per_s": decisions / seconds}
+
+
+async def drive(url: str, bodies: list[bytes], connections: int) -> dict[str, Any]:
+    latencies: list[float] = []
+    counts = {"accepted": 0, "rejected": 0, "429": 0, "errors": 0}
+    queue = list(reversed(bodies))
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            while queue:
+                body = queue.pop()
+                while True:
+                    t0 = time.perf_counter()
+                    async with session.post(f"{url}/v1/events", data=body,
+                                            headers={"Content-Type": "application/json"}) as response:
+                        payload = await response.read()
+                    if response.status == 429:
+                        counts["429"] += 1
+                        await asyncio.sleep(0.05)
+                        continue
+                    latencies.append(time.perf_counter() - t0)
+                    if response.status != 202:
+                        counts["errors"] += 1
+                        break
+                    answer = json.loads(payload)
+                    counts["accepted"] += answer["accepted"]
+                    counts["rejected"] += len(answer["rejected"])
+                    break
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        seconds = time.perf_counter() - started
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else 0.0
+
+    return {**counts, "seconds": seconds, "events_per_s": counts["accepted"] / seconds,
+            "latency_ms": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": pct(1.0)}}
+
+
+async def pipeline(app: AppConfig, bodies: list[bytes], warmup: list[bytes], connections: int) -> dict[str, Any]:
+    import ray
+
+    from itinerary.actors.runtime import launch_supervisor
+
+    ray.init(namespace=app.runtime.ray_namespace, num_cpus=2, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
+    supervisor = launch_supervisor(app, "bench")
+    try:
+        info = await supervisor.start.remote()
+        url = info["urls"][0]
+        await drive(url, warmup, connections)
+        before = await supervisor.status.remote()
+        result = await drive(url, bodies, connections)
+        after = await supervisor.status.remote()
+        decisions = sum(s["decisions"] for s in after["shards"]) - sum(s["decisions"] for s in before["shards"])
+        result["decisions_per_s"] = decisions / result["seconds"]
+        return result
+    finally:
+        await supervisor.shutdown.remote()
+        ray.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--profiles", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=500, help="events per HTTP request")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument("--config", default=str(REPO / "config/examples/demo.yaml"))
+    parser.add_argument("--out", default=str(REPO / "results/bench_pipeline.json"))
+    args = parser.parse_args(argv)
+    return asyncio.run(_main(args))
+
+
+async def _main(args: argparse.Namespace) -> int:
+    from itinerary.config.loader import load_config
+    from itinerary.receivers import SmtpReceiver, WebhookReceiver
+
+    console = Console()
+    os.environ.setdefault("ITINERARY_DEMO_TOKEN", secrets.token_urlsafe(16))
+    smtp, hooks = SmtpReceiver(), WebhookReceiver(token=os.environ["ITINERARY_DEMO_TOKEN"])
+    await smtp.start()
+    await hooks.start()
+    os.environ["ITINERARY__CHANNELS__EMAIL__PORT"] = str(smtp.port)
+    os.environ["ITINERARY__CHANNELS__LOYALTY_API__URL"] = f"{hooks.url}/loyalty"
+    os.environ["ITINERARY__CHANNELS__STORE_PUSH__URL"] = f"{hooks.url}/push"
+    os.environ["ITINERARY__RUNTIME__INGRESS__PORT"] = "0"
+    os.environ["ITINERARY__RUNTIME__SHARDS"] = str(args.shards)
+    app = load_config(args.config)
+    console.print(f"generating {args.events:,} events for {args.profiles:,} profiles...")
+    bodies = make_bodies(args.events, args.profiles, args.batch)
+    warmup = make_bodies(min(20_000, args.events // 10), args.profiles, args.batch, seed=2)
+    console.print("single-process ceiling...")
+    single = ceiling(app, bodies)
+    console.print("full pipeline over HTTP on a local Ray...")
+    try:
+        full = await pipeline(app, bodies, warmup, args.connections)
+    finally:
+        await hooks.stop()
+        await smtp.stop()
+    ratio = full["events_per_s"] / single["events_per_s"]
+    table = Table(title=f"Pipeline benchmark: {args.events:,} events, {args.profiles:,} profiles, "
+                        f"batch {args.batch}, {args.connections} connections, {args.shards} shards")
+    for col in ("run", "events/s", "decisions/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "vs ceiling"):
+        table.add_column(col, justify="right" if col != "run" else "left")
+    table.add_row("single process (no Ray, no HTTP)", f"{single['events_per_s']:,.0f}",
+                  f"{single['decisions_per_s']:,.0f}", "", "", "", "", "1.00")
+    lat = full["latency_ms"]
+    table.add_row("pipeline (HTTP -> Ray shards)", f"{full['events_per_s']:,.0f}", f"{full['decisions_per_s']:,.0f}",
+                  f"{lat['p50']:.1f}", f"{lat['p90']:.1f}", f"{lat['p99']:.1f}", f"{lat['max']:.1f}", f"{ratio:.2f}")
+    console.print(table)
+    console.print(f"accepted {full['accepted']:,}, rejected {full['rejected']:,}, 429s {full['429']}, "
+                  f"errors {full['errors']}")
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                                              "platform": platform.platform()},
+        "args": vars(args), "single_process": single, "pipeline": full, "ratio": ratio,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    console.print(f"wrote {out}")
+    return 0

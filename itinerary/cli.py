@@ -1,0 +1,144 @@
+"""The `itinerary` command: up, send, status, demo, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from itinerary.errors import ConfigError
+
+DEFAULT_URL = os.environ.get("ITINERARY_URL", "http://127.0.0.1:8080")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="itinerary", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the system and run until Ctrl-C")
+    up.add_argument("--config", required=True, help="YAML config file")
+    up.add_argument("--address", default=None,
+                    help="Ray cluster to join: 'auto' or 'ray://host:10001' (default: a new local Ray)")
+
+    send = sub.add_parser("send", help="POST events from a JSON file (one event or an array)")
+    send.add_argument("file")
+    send.add_argument("--url", default=DEFAULT_URL)
+
+    status = sub.add_parser("status", help="show shards, journeys and gateways as tables")
+    status.add_argument("--url", default=DEFAULT_URL)
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+
+    demo = sub.add_parser("demo", help="run the end-to-end demo on a local Ray and print a summary")
+    demo.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "config/examples/demo.yaml"))
+    demo.add_argument("--profiles", type=int, default=3000)
+
+    bench = sub.add_parser("bench", help="pipeline benchmark (see scripts/bench_pipeline.py)")
+    bench.add_argument("args", nargs=argparse.REMAINDER)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "up":
+            return cmd_up(args.config, args.address)
+        if args.command == "send":
+            return cmd_send(args.file, args.url)
+        if args.command == "status":
+            return cmd_status(args.url, args.json)
+        if args.command == "demo":
+            from itinerary.demo import run_demo
+
+            return run_demo(args.config, profiles=args.profiles)
+        if args.command == "bench":
+            from itinerary.bench import main as bench_main
+
+            return bench_main(args.args)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def cmd_up(config_file: str, address: str | None) -> int:
+    import ray
+
+    from itinerary.actors.runtime import launch_supervisor
+    from itinerary.config.loader import load_config
+
+    app = load_config(config_file)
+    address = address or app.runtime.ray_address
+    context = ray.init(address=address, namespace=app.runtime.ray_namespace, include_dashboard=True,
+                       log_to_driver=False) if address is None else ray.init(
+                           address=address, namespace=app.runtime.ray_namespace)
+    supervisor = launch_supervisor(app, config_file)
+    info = ray.get(supervisor.start.remote())
+    dashboard = getattr(context, "dashboard_url", None)
+    for url in info["urls"]:
+        print(f"ingest:    {url}/v1/events")
+        print(f"status:    {url}/v1/status   (itinerary status --url {url})")
+    if dashboard:
+        print(f"dashboard: http://{dashboard}")
+    print(f"shards: {info['shards']}  gateways: {', '.join(info['gateways'])}  (Ctrl-C to stop)", flush=True)
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    print("shutting down...", flush=True)
+    try:
+        ray.get(supervisor.shutdown.remote(), timeout=30)
+    finally:
+        ray.kill(supervisor, no_restart=True)
+        ray.shutdown()
+    return 0
+
+
+def _http(method: str, url: str, body: bytes | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=body, method=method,
+                                     headers={"Content-Type": "application/json"} if body else {})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def cmd_send(file: str, url: str) -> int:
+    body = Path(file).read_bytes()
+    try:
+        status, answer = _http("POST", f"{url}/v1/events", body)
+    except urllib.error.URLError as exc:
+        print(f"cannot reach {url}: {exc.reason}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer, indent=2))
+    return 0 if status == 202 else 1
+
+
+def cmd_status(url: str, raw: bool) -> int:
+    from itinerary.report import render_status
+
+    try:
+        code, status = _http("GET", f"{url}/v1/status")
+    except urllib.error.URLError as exc:
+        print(f"cannot reach {url}: {exc.reason}", file=sys.stderr)
+        return 1
+    if code != 200:
+        print(f"status answered {code}: {status}", file=sys.stderr)
+        return 1
+    if raw:
+        print(json.dumps(status, indent=2))
+    else:
+        render_status(status)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Supervisor: the control plane. Boots the actors from config, watches them, answers status.
+
+No event ever waits on the supervisor: it starts gateways, shards and ingresses with clear
+names, holds the routing table and journey versions, checks every actor's health on a
+period, re-creates an actor that Ray will not restart, and aggregates `status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from typing import Any
+
+import ray
+
+from itinerary.actors import runtime
+from itinerary.actors.names import gateway_name, ingress_name, shard_name
+from itinerary.config.app import AppConfig
+
+log = logging.getLogger(__name__)
+HEALTH_PERIOD = 2.0
+CALL_TIMEOUT = 10.0
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host if host not in ("0.0.0.0", "") else "127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Supervisor:
+    """Starts and watches the data plane of one deployment, and reports on it."""
+
+    def __init__(self, app: AppConfig, config_file: str = "<config>") -> None:
+        self.app = app
+        self.config_file = config_file
+        self.port = app.runtime.ingress.port or free_port(app.runtime.ingress.host)
+        self.shards: dict[int, Any] = {}
+        self.gateways: dict[str, Any] = {}
+        self.ingresses: dict[int, Any] = {}
+        self.urls: list[str] = []
+        self.restarts: dict[str, int] = {}
+        self.started_at = time.time()
+        self._watch_task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"Supervisor(shards={len(self.shards)}, gateways={len(self.gateways)})"
+
+    async def start(self) -> dict[str, Any]:
+        """Start every actor and wait until each answers; returns the ingress URLs."""
+        app = self.app
+        for channel in app.channels:
+            self.gateways[channel] = runtime.launch_gateway(app, channel)
+        for index in range(app.runtime.shards):
+            self.shards[index] = runtime.launch_shard(app, index)
+        await asyncio.gather(*(g.ready.remote() for g in self.gateways.values()),
+                             *(s.ready.remote() for s in self.shards.values()))
+        for index in range(app.runtime.ingress.instances):
+            self.ingresses[index] = runtime.launch_ingress(app, index, self.port)
+        addresses = await asyncio.gather(*(i.start.remote() for i in self.ingresses.values()))
+        self.urls = sorted({a["url"] for a in addresses})
+        if self._watch_task is None:
+            self._watch_task = asyncio.get_running_loop().create_task(self._watch())
+        return {"urls": self.urls, "shards": len(self.shards), "gateways": sorted(self.gateways)}
+
+    async def shutdown(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+        for ingress in self.ingresses.values():
+            try:
+                await asyncio.wait_for(ingress.stop.remote(), CALL_TIMEOUT)
+            except Exception as exc:
+                log.warning("ingress stop failed: %s", exc)
+        for gateway in self.gateways.values():
+            try:
+                await asyncio.wait_for(gateway.stop.remote(), CALL_TIMEOUT)
+            except Exception as exc:
+                log.warning("gateway stop failed: %s", exc)
+        for handle in [*self.ingresses.values(), *self.shards.values(), *self.gateways.values()]:
+            ray.kill(handle, no_restart=True)
+
+    # -- health -----------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_PERIOD)
+            try:
+                await self.check_health()
+            except Exception:  # a control loop logs and goes on
+                log.exception("health check failed")
+
+    async def check_health(self) -> list[str]:
+        """Ping every actor; re-create those that are gone for good. Returns what was re-created."""
+        recreated: list[str] = []
+        app = self.app
+        for index, handle in list(self.shards.items()):
+            if not await self._alive(handle.ready.remote()):
+                self.shards[index] = runtime.launch_shard(app, index)
+                recreated.append(shard_name(index))
+        for channel, handle in list(self.gateways.items()):
+            if not await self._alive(handle.ready.remote()):
+                self.gateways[channel] = runtime.launch_gateway(app, channel)
+                recreated.append(gateway_name(channel))
+        for index, handle in list(self.ingresses.items()):
+            # start() is idempotent; after Ray restarted the process it binds the port again
+            if not await self._alive(handle.start.remote()):
+                self.ingresses[index] = runtime.launch_ingress(app, index, self.port)
+                await self._alive(self.ingresses[index].start.remote())
+                recreated.append(ingress_name(index))
+        for name in recreated:
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            log.warning("re-created %s", name)
+        return recreated
+
+    @staticmethod
+    async def _alive(ref: Any) -> bool:
+        try:
+            await asyncio.wait_for(ref, CALL_TIMEOUT)
+            return True
+        except ray.exceptions.RayActorError:
+            return False
+        except (TimeoutError, ray.exceptions.RayError) as exc:
+            log.warning("health check: %s", exc)
+            return True  # slow or restarting: Ray is on it; do not start a twin
+
+    # -- status -----------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        shards = await self._gather({shard_name(i): h.status.remote() for i, h in self.shards.items()})
+        gateways = await self._gather({gateway_name(c): h.stats.remote() for c, h in self.gateways.items()})
+        ingresses = await self._gather({ingress_name(i): h.stats.remote() for i, h in self.ingresses.items()})
+        return {
+            "urls": self.urls,
+            "uptime": time.time() - self.started_at,
+            "partitions": self.app.runtime.partitions,
+            "journeys": [{"id": j.id, "version": j.version, "status": j.status.value, "nodes": len(j.nodes)}
+                         for j in self.app.journeys],
+            "shards": shards,
+            "gateways": gateways,
+            "ingresses": ingresses,
+            "restarts": self.restarts,
+        }
+
+    @staticmethod
+    async def _gather(calls: dict[str, Any]) -> list[dict[str, Any]]:
+        out = []
+        for name, ref in calls.items():
+            try:
+                out.append(await asyncio.wait_for(ref, CALL_TIMEOUT))
+            except Exception as exc:
+                out.append({"name": name, "error": str(exc).splitlines()[0][:200]})
+        return out
+
+    async def advance_clock(self, seconds: float) -> list[float]:
+        """Time travel for tests and rehearsals: move every shard's clock forward."""
+        return list(await asyncio.gather(*(h.advance_clock.remote(seconds) for h in self.shards.values())))

@@ -1,0 +1,133 @@
+"""A real deployment for integration tests: local Ray, real receivers, real HTTP.
+
+Receivers run on their own event loop in a background thread so that tests stay plain
+synchronous functions that poll with deadlines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from itinerary.config.app import AppConfig
+from itinerary.receivers import SmtpReceiver, WebhookReceiver
+
+T = TypeVar("T")
+TOKEN = "test-bearer-token"
+
+
+class BackgroundLoop:
+    """An asyncio loop in a daemon thread; `run(coro)` waits for the result."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="receivers")
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, interval: float = 0.05) -> bool:
+    """Poll `predicate` until it holds or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def http(method: str, url: str, body: bytes | None = None, content_type: str = "application/json",
+         headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:
+    request = urllib.request.Request(url, data=body, method=method,
+                                     headers={"Content-Type": content_type, **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None, dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = raw.decode(errors="replace")
+        return exc.code, parsed, dict(exc.headers)
+
+
+def post_events(url: str, events: Any) -> tuple[int, Any]:
+    status, body, _ = http("POST", f"{url}/v1/events", json.dumps(events).encode())
+    return status, body
+
+
+def test_config(smtp: SmtpReceiver, hooks: WebhookReceiver, flaky: WebhookReceiver) -> AppConfig:
+    os.environ["ITINERARY_TEST_TOKEN"] = TOKEN
+    limit = {"calls": 1000, "period": "PT1S", "burst": 100}
+    events = {
+        "registration": {"rule": "event.eventType == 'web.formFilledOut'", "namespace": "Email",
+                         "profile_fields": {"email": "event.personalEmail.address",
+                                            "firstName": "event.person.name.firstName"}},
+        "cart_add": {"rule": "event.eventType == 'commerce.productListAdds'"},
+        "purchase": {"rule": "event.eventType == 'commerce.purchases' or exists(event.commerce.order.purchaseID)"},
+        "poi_entry": {"rule": "event.placeContext.POIinteraction.poiEntries.value > 0"},
+        "page_view": {"rule": "event.eventType == 'page-view'"},
+        "ping": {"rule": "event.eventType == 'test.ping'"},
+        "flaky": {"rule": "event.eventType == 'test.flaky'"},
+    }
+    channels = {
+        "email": {"type": "email", "port": smtp.port, "sender": "shop@example.com", "limit": limit},
+        "loyalty": {"type": "webhook", "url": f"{hooks.url}/loyalty", "token": {"env": "ITINERARY_TEST_TOKEN"}, "limit": limit},
+        "limited": {"type": "webhook", "url": f"{hooks.url}/limited", "token": {"env": "ITINERARY_TEST_TOKEN"},
+                    "limit": {"calls": 20, "period": "PT1S", "burst": 1, "mode": "throttle"}},
+        "flaky": {"type": "webhook", "url": f"{flaky.url}/flaky", "token": {"env": "ITINERARY_TEST_TOKEN"}, "timeout": "PT2S",
+                  "retry": {"max_retries": 3, "backoff": "PT0.05S", "max_backoff": "PT0.2S"}},
+    }
+
+    def action(node: str, channel: str, **payload: str) -> dict[str, Any]:
+        return {"type": "action", "channel": channel, "payload": payload or {"p": "profile.identities.Email"},
+                "next": "done", "on_error": "failed"}
+
+    journeys = [
+        {"id": "welcome", "nodes": {
+            "start": {"type": "entry", "event": "registration", "next": "mail"},
+            "mail": {"type": "action", "channel": "email", "next": "enrol", "on_error": "failed",
+                     "message": {"to": "profile.email", "subject": "Welcome {{ profile.firstName }}",
+                                 "text": "Hello {{ profile.firstName | default('there') }}"}},
+            "enrol": {"type": "action", "channel": "loyalty", "next": "done", "on_error": "failed",
+                      "payload": {"email": "profile.email", "name": "profile.firstName"}},
+            "done": {"type": "end"}, "failed": {"type": "end"}}},
+        {"id": "cart", "reentrance": {"allowed": True, "wait": "PT1S"}, "nodes": {
+            "start": {"type": "entry", "event": "cart_add", "next": "wait"},
+            "wait": {"type": "wait_event", "events": [{"event": "purchase", "next": "bought"}],
+                     "timeout": "PT30M", "on_timeout": "remind"},
+            "remind": {"type": "action", "channel": "email", "next": "done", "on_error": "failed",
+                       "message": {"to": "concat(profile.identities.Email)",
+                                   "subject": "Still want {{ event.productListItems[0].name }}?",
+                                   "text": "Your cart misses you"}},
+            "bought": {"type": "end"}, "done": {"type": "end"}, "failed": {"type": "end"}}},
+        {"id": "burst", "reentrance": {"allowed": True, "wait": "PT0S"}, "nodes": {
+            "start": {"type": "entry", "event": "ping", "next": "call"},
+            "call": action("call", "limited", n="event.n"),
+            "done": {"type": "end"}, "failed": {"type": "end"}}},
+        {"id": "fragile", "reentrance": {"allowed": True, "wait": "PT0S"}, "nodes": {
+            "start": {"type": "entry", "event": "flaky", "next": "call"},
+            "call": action("call", "flaky", n="event.n"),
+            "done": {"type": "end"}, "failed": {"type": "end"}}},
+    ]
+    return AppConfig.model_validate({
+        "runtime": {"shards": 2, "partitions": 256, "ray_namespace": f"itinerary-test-{uuid.uuid4().hex[:8]}",
+                    "ingress": {"port": 0, "max_body_bytes": 1024 * 1024}},
+        "events": events, "channels": channels, "journeys": journeys,
+    })
