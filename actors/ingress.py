@@ -20,6 +20,7 @@ from itinerary.actors.batcher import ShardBatcher
 from itinerary.actors.metrics import IngressMetrics
 from itinerary.actors.names import ingress_name
 from itinerary.actors.peers import Peers
+from itinerary.actors.tuning import tune_gc
 from itinerary.catalog import Catalog
 from itinerary.config.app import AppConfig
 from itinerary.engine.ingest import BodyError, parse_body, validate_events
@@ -39,9 +40,11 @@ class Ingress:
 
     def __init__(self, index: int, app: AppConfig, port: int, peers: Peers | None = None,
                  clock: Any = None) -> None:
+        tune_gc()
         self.index = index
         self.name = ingress_name(index)
         self.settings = app.runtime.ingress
+        self.namespace_codes = app.runtime.identity.namespace_codes
         self.port = port
         self.catalog = Catalog.build(app)
         self.table = RoutingTable(app.runtime.partitions, app.runtime.shards)
@@ -130,7 +133,8 @@ class Ingress:
         except BodyError as exc:
             return _json_error(exc.status, exc.reason), 0, 0
         valid, rejected = validate_events(items, max_event_bytes=s.max_event_bytes,
-                                          max_identities=s.max_identities, now=now)
+                                          max_identities=s.max_identities, now=now,
+                                          namespace_codes=self.namespace_codes)
         per_shard, unrouted = self.router.route(valid, now)
         if unrouted:
             rejected = sorted(rejected + unrouted, key=lambda r: r["index"])

@@ -94,12 +94,24 @@ class IngressMetrics:
 class GatewayMetrics:
     """Messages per channel and outcome, queue depth, limiter delay, event-to-delivery latency.
 
-    Implements the gateway's observer protocol.
+    Implements the gateway's observer protocol. Outcomes are counted locally and exported
+    at most once a second; histogram samples are capped per export so that a channel
+    delivering thousands of messages a second pays a bounded cost for its metrics.
     """
 
-    def __init__(self) -> None:
+    EXPORT_PERIOD = 1.0
+    MAX_SAMPLES = 256  # per histogram and export
+
+    def __init__(self, clock: Any = None) -> None:
+        import time
+
         m = _ray_metrics()
         self._on = m is not None
+        self._clock = clock or time.monotonic
+        self._last_export = self._clock()
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._delays: dict[str, list[float]] = {}
+        self._latencies: dict[str, list[float]] = {}
         if m is None:
             return
         self._messages = m.Counter("itinerary_messages_total", "Messages by channel and outcome",
@@ -115,12 +127,31 @@ class GatewayMetrics:
                    delivery_latency: float | None) -> None:
         if not self._on:
             return
-        tags = {"channel": channel}
-        self._messages.inc(1, tags={**tags, "outcome": str(outcome.get("outcome"))})
+        self._counts[(channel, str(outcome.get("outcome")))] += 1
         if limiter_delay > 0:
-            self._delay.observe(limiter_delay, tags=tags)
+            samples = self._delays.setdefault(channel, [])
+            if len(samples) < self.MAX_SAMPLES:
+                samples.append(limiter_delay)
         if delivery_latency is not None and outcome.get("outcome") == "sent":
-            self._latency.observe(max(0.0, delivery_latency), tags=tags)
+            samples = self._latencies.setdefault(channel, [])
+            if len(samples) < self.MAX_SAMPLES:
+                samples.append(max(0.0, delivery_latency))
+        if self._clock() - self._last_export >= self.EXPORT_PERIOD:
+            self.export()
+
+    def export(self) -> None:
+        self._last_export = self._clock()
+        counts, self._counts = self._counts, Counter()
+        delays, self._delays = self._delays, {}
+        latencies, self._latencies = self._latencies, {}
+        for (channel, outcome), n in counts.items():
+            self._messages.inc(n, tags={"channel": channel, "outcome": outcome})
+        for channel, values in delays.items():
+            for value in values:
+                self._delay.observe(value, tags={"channel": channel})
+        for channel, values in latencies.items():
+            for value in values:
+                self._latency.observe(value, tags={"channel": channel})
 
     def on_queue_depth(self, channel: str, depth: int) -> None:
         if self._on:

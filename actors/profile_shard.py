@@ -18,6 +18,7 @@ import msgpack
 from itinerary.actors.metrics import ShardMetrics
 from itinerary.actors.names import shard_name
 from itinerary.actors.peers import Peers
+from itinerary.actors.tuning import tune_gc
 from itinerary.catalog import Catalog
 from itinerary.clock import SystemClock
 from itinerary.config.app import AppConfig
@@ -40,6 +41,7 @@ class ProfileShard:
 
     def __init__(self, index: int, app: AppConfig, peers: Peers | None = None,
                  clock: Any = None, start_timers: bool = True) -> None:
+        tune_gc()
         self.index = index
         self.name = shard_name(index)
         self.catalog = Catalog.build(app)
@@ -70,7 +72,7 @@ class ProfileShard:
     # -- inputs -----------------------------------------------------------------------
 
     async def apply_batch(self, sender: str, seq: int, blob: bytes) -> int:
-        """Apply a batch of [key, event name, event, ingest time] records; returns how many."""
+        """Apply a batch of [key, event name, packed event, ingest time] records; returns how many."""
         self._ensure_timer_task()
         # Senders number their batches from 0 and start a new sender id after any failed
         # call, so a gap here is only ever a reordering in transit.
@@ -93,12 +95,14 @@ class ProfileShard:
 
     def _apply_records(self, blob: bytes) -> int:
         records = msgpack.unpackb(blob, raw=False)
+        unpack = msgpack.unpackb
         now = self.clock()
         engine = self.engine
         profiles = self.profiles
         applied = duplicates = 0
         steps_before = sum(self.steps.values())
-        for key, name, event, ingest_ts in records:
+        for key, name, packed, ingest_ts in records:
+            event = unpack(packed, raw=False)
             profile = profiles.get(key)
             if profile is None:
                 profile = profiles[key] = engine.new_profile(key, now)

@@ -11,7 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from email.message import EmailMessage
+from email.header import Header
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import formatdate
 from urllib.parse import quote
 
 import aiosmtplib
@@ -36,18 +40,31 @@ def message_id_for(request_id: str) -> str:
     return f"<{local}@{MESSAGE_ID_DOMAIN}>"
 
 
-def build_message(request: SendRequest, sender: str) -> EmailMessage:
-    """The e-mail for `request`: payload {"to", "subject", "text", "html" (optional)}."""
+def build_message(request: SendRequest, sender: str) -> Message:
+    """The e-mail for `request`: payload {"to", "subject", "text", "html" (optional)}.
+
+    Built with the compat32 classes: the modern `EmailMessage` policy re-parses every header
+    through its registry and cost about 1 ms a message, the whole CPU budget of a channel
+    sending hundreds a second; these produce the same MIME in a fraction of that.
+    """
     payload = request["payload"]
-    message = EmailMessage()
+    text = MIMEText(str(payload["text"]), "plain", "utf-8")
+    message: Message
+    if payload.get("html"):
+        message = MIMEMultipart("alternative")
+        message.attach(text)
+        message.attach(MIMEText(str(payload["html"]), "html", "utf-8"))
+    else:
+        message = text
+    to = str(payload["to"])
+    if any(c in to for c in "\r\n") or "@" not in to:
+        raise ValueError(f"invalid recipient {to[:80]!r}")
     message["From"] = sender
-    message["To"] = payload["to"]
-    message["Subject"] = payload["subject"]
+    message["To"] = to
+    message["Subject"] = Header(str(payload["subject"]), "utf-8")
+    message["Date"] = formatdate(localtime=False)
     message["Message-ID"] = message_id_for(str(request["id"]))
     message[IDEMPOTENCY_HEADER] = str(request["id"])
-    message.set_content(payload["text"])
-    if payload.get("html"):
-        message.add_alternative(payload["html"], subtype="html")
     return message
 
 

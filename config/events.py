@@ -11,6 +11,9 @@ class EventDefinition(Frozen):
     """Recognises an event by a rule on its payload (or a system event id) and names the
     identity namespace that decides which profile it belongs to."""
 
+    event_type: str | list[str] | None = Field(
+        None, description="the event's eventType must be (one of) this; checked by a dict lookup"
+    )
     rule: str | None = Field(None, description="expression over `event`; first matching definition wins")
     event_id: str | None = Field(
         None, description="matches _experience.campaign.orchestration.eventID in the payload"

@@ -58,7 +58,8 @@ def ceiling(app: AppConfig, bodies: list[bytes]) -> dict[str, Any]:
         now = time.time()
         items = parse_body(body, "application/json", max_events=limits.max_events_per_request)
         valid, _ = validate_events(items, max_event_bytes=limits.max_event_bytes,
-                                   max_identities=limits.max_identities, now=now)
+                                   max_identities=limits.max_identities, now=now,
+                                   namespace_codes=app.runtime.identity.namespace_codes)
         per_shard, _ = router.route(valid, now)
         for index, records in per_shard.items():
             # the records cross a process boundary in the pipeline: pay the same packing

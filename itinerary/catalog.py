@@ -27,6 +27,7 @@ class EventMatcher:
     rule: Callable[[Mapping[str, Any]], Any] | None
     event_id: str | None
     namespaces: tuple[str, ...]
+    event_types: frozenset[str] | None = None
 
 
 def channel_outcome_timeout(channel: Any) -> float:
@@ -39,6 +40,18 @@ def channel_outcome_timeout(channel: Any) -> float:
     return queued + attempts * per_attempt + 60.0
 
 
+def _candidates(matchers: list[EventMatcher]) -> dict[str | None, tuple[EventMatcher, ...]]:
+    """Index matchers by eventType so an event only tries the definitions that can match it;
+    definitions without an event_type apply to every type and keep their config order."""
+    types = {t for m in matchers if m.event_types for t in m.event_types}
+    index: dict[str | None, tuple[EventMatcher, ...]] = {
+        t: tuple(m for m in matchers if (m.event_types is None or t in m.event_types) and (m.rule or m.event_types))
+        for t in types
+    }
+    index[None] = tuple(m for m in matchers if m.event_types is None and m.rule is not None)
+    return index
+
+
 @dataclass(frozen=True, slots=True)
 class Catalog:
     """Everything compiled from one config, shared read-only by the code of one process."""
@@ -48,6 +61,8 @@ class Catalog:
     by_event_id: Mapping[str, EventMatcher]
     profile_fields: Mapping[str, FieldMapping]
     journeys: tuple[CompiledJourney, ...]
+    # eventType -> the matchers that can match it, in config order; None: any other type
+    candidates: Mapping[str | None, tuple[EventMatcher, ...]]
 
     @classmethod
     def build(cls, app: AppConfig, file: str = "<config>") -> Catalog:
@@ -62,11 +77,14 @@ class Catalog:
         matchers = []
         fields: dict[str, FieldMapping] = {}
         for name, definition in app.events.items():
-            if definition.rule is None and definition.event_id is None:
-                raise ConfigError(file=file, path=f"events.{name}", reason="give a rule or an event_id")
+            if definition.rule is None and definition.event_id is None and definition.event_type is None:
+                raise ConfigError(file=file, path=f"events.{name}",
+                                  reason="give an event_type, a rule or an event_id")
             rule = expr(f"events.{name}.rule", definition.rule) if definition.rule else None
             namespaces = (definition.namespace,) if definition.namespace else default_ns
-            matchers.append(EventMatcher(name, rule, definition.event_id, namespaces))
+            types = definition.event_type
+            event_types = None if types is None else frozenset([types] if isinstance(types, str) else types)
+            matchers.append(EventMatcher(name, rule, definition.event_id, namespaces, event_types))
             fields[name] = tuple(
                 (attr, expr(f"events.{name}.profile_fields.{attr}", source))
                 for attr, source in definition.profile_fields.items()
@@ -83,7 +101,7 @@ class Catalog:
             except JourneyDefinitionError as exc:
                 raise ConfigError(file=file, path=f"journeys[{i}].{exc.path}", reason=exc.reason) from None
         by_id = {m.event_id: m for m in matchers if m.event_id}
-        return cls(app, tuple(matchers), by_id, fields, tuple(journeys))
+        return cls(app, tuple(matchers), by_id, fields, tuple(journeys), _candidates(matchers))
 
     def match(self, event: Mapping[str, Any]) -> EventMatcher | None:
         """The first definition the event satisfies, in config order (a system event id wins)."""
@@ -93,9 +111,13 @@ class Catalog:
                 orch = (exp.get("campaign") or {}).get("orchestration") if isinstance(exp.get("campaign"), dict) else None
                 if isinstance(orch, dict) and orch.get("eventID") in self.by_event_id:
                     return self.by_event_id[orch["eventID"]]
+        event_type = event.get("eventType")
+        candidates = self.candidates.get(event_type) if isinstance(event_type, str) else None
+        if candidates is None:
+            candidates = self.candidates[None]
         scope = {"event": event}
-        for matcher in self.matchers:
-            if matcher.rule is not None and matcher.rule(scope):
+        for matcher in candidates:
+            if matcher.rule is None or matcher.rule(scope):
                 return matcher
         return None
 

@@ -38,7 +38,7 @@ async def _demo(config_file: str, profiles: int) -> int:
     from itinerary.actors.runtime import launch_supervisor
     from itinerary.config.loader import load_config
 
-    console = Console()
+    console = Console(width=max(Console().width, 132))
     os.environ.setdefault("ITINERARY_DEMO_TOKEN", secrets.token_urlsafe(24))
     smtp = SmtpReceiver()
     http = WebhookReceiver(token=os.environ["ITINERARY_DEMO_TOKEN"])
@@ -85,10 +85,11 @@ async def _stream(url: str, profiles: int, ts0: float) -> dict[str, Any]:
     events = list(generator.scenario(ts0))
     # A few events the demo config knows nothing about, and one with no identity, so the
     # summary shows rejections with their reasons.
+    stamp = events[0]["timestamp"]
     for i in range(5):
-        bad = dict(events[i], _id=f"unknown-{i}", eventType="media.sessionStart")
-        events.append(bad)
-    events.append({"_id": "no-identity", "timestamp": events[0]["timestamp"], "eventType": "commerce.purchases"})
+        events.append({"_id": f"unknown-{i}", "timestamp": stamp, "eventType": "media.sessionStart",
+                       "identityMap": {"ECID": [{"id": generator.ecid(i)}]}})
+    events.append({"_id": "no-identity", "timestamp": stamp, "eventType": "commerce.purchases"})
     batches = [events[i:i + BATCH] for i in range(0, len(events), BATCH)]
     totals: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
@@ -151,9 +152,9 @@ def _summary(console: Console, sent: dict[str, Any], status: dict[str, Any],
         events.add_row(f"  rejected: {reason}", str(count))
     console.print(events)
     render_journeys(status, console)
-    by_channel: dict[str, list[float]] = {"gateway-email": [m.at for m in mails]}
+    by_channel: dict[str, list[float]] = {"email": [m.at for m in mails]}
     for call in calls:
-        name = "gateway-loyalty-api" if "loyalty" in call.path else "gateway-store-push"
+        name = "loyalty-api" if "loyalty" in call.path else "store-push"
         by_channel.setdefault(name, []).append(call.at)
     observed = {name: rate for name, arrivals in by_channel.items() if (rate := _observed_rate(arrivals))}
     render_gateways(status["gateways"], console, observed=observed)

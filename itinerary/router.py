@@ -11,7 +11,7 @@ from itinerary.catalog import Catalog
 from itinerary.engine.ingest import pick_identity
 from itinerary.engine.routing import RoutingTable, profile_key
 
-Record = list[Any]  # [profile key, event definition name, event, ingest time]
+Record = list[Any]  # [profile key, event definition name, packed event, ingest time]
 
 
 class EventRouter:
@@ -21,13 +21,13 @@ class EventRouter:
         self.catalog = catalog
         self.table = table
 
-    def route(self, accepted: list[tuple[int, dict[str, Any]]], now: float
+    def route(self, accepted: list[tuple[int, dict[str, Any], bytes]], now: float
               ) -> tuple[dict[int, list[Record]], list[dict[str, Any]]]:
         per_shard: dict[int, list[Record]] = {}
         rejected: list[dict[str, Any]] = []
         match = self.catalog.match
         shard_of = self.table.shard_of
-        for index, event in accepted:
+        for index, event, packed in accepted:
             matcher = match(event)
             if matcher is None:
                 rejected.append({"index": index, "reason": _no_definition(event)})
@@ -42,7 +42,7 @@ class EventRouter:
             records = per_shard.get(shard)
             if records is None:
                 records = per_shard[shard] = []
-            records.append([key, matcher.name, event, now])
+            records.append([key, matcher.name, packed, now])
         return per_shard, rejected
 
 
