@@ -72,7 +72,7 @@ class ProfileShard:
     # -- inputs -----------------------------------------------------------------------
 
     async def apply_batch(self, sender: str, seq: int, blob: bytes) -> int:
-        """Apply a batch of [key, event name, packed event, ingest time] records; returns how many."""
+        """Apply a batch of routed records (see itinerary.router.Record); returns how many."""
         self._ensure_timer_task()
         # Senders number their batches from 0 and start a new sender id after any failed
         # call, so a gap here is only ever a reordering in transit.
@@ -101,12 +101,18 @@ class ProfileShard:
         profiles = self.profiles
         applied = duplicates = 0
         steps_before = sum(self.steps.values())
-        for key, name, packed, ingest_ts in records:
-            event = unpack(packed, raw=False)
+        needs_payload = engine.needs_payload
+        for key, name, packed, ingest_ts, event_id, identity_map in records:
             profile = profiles.get(key)
             if profile is None:
                 profile = profiles[key] = engine.new_profile(key, now)
-            effects = engine.apply_event(profile, name, event, now)
+            if not needs_payload(name):
+                if engine.observe(profile, event_id, identity_map, now):
+                    applied += 1
+                else:
+                    duplicates += 1
+                continue
+            effects = engine.apply_event(profile, name, unpack(packed, raw=False), now)
             if effects is None:
                 duplicates += 1
                 continue

@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import base64
+import uuid
 from email.header import Header
-from email.message import Message
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
-from email.utils import formatdate
+from email.utils import formatdate, parseaddr
 from urllib.parse import quote
 
 import aiosmtplib
@@ -40,32 +39,45 @@ def message_id_for(request_id: str) -> str:
     return f"<{local}@{MESSAGE_ID_DOMAIN}>"
 
 
-def build_message(request: SendRequest, sender: str) -> Message:
-    """The e-mail for `request`: payload {"to", "subject", "text", "html" (optional)}.
+def build_message(request: SendRequest, sender: str) -> bytes:
+    """The e-mail for `request` as RFC 5322 bytes: payload {"to", "subject", "text", "html"?}.
 
-    Built with the compat32 classes: the modern `EmailMessage` policy re-parses every header
-    through its registry and cost about 1 ms a message, the whole CPU budget of a channel
-    sending hundreds a second; these produce the same MIME in a fraction of that.
+    Written directly rather than through `email.message`: its generator re-parses and
+    re-folds every header and cost close to a millisecond a message, the whole CPU budget
+    of a channel sending hundreds a second. Bodies are base64 (safe for any relay, no
+    8BITMIME needed); non-ASCII or long subjects use RFC 2047 encoding.
     """
     payload = request["payload"]
-    text = MIMEText(str(payload["text"]), "plain", "utf-8")
-    message: Message
-    if payload.get("html"):
-        message = MIMEMultipart("alternative")
-        message.attach(text)
-        message.attach(MIMEText(str(payload["html"]), "html", "utf-8"))
-    else:
-        message = text
     to = str(payload["to"])
-    if any(c in to for c in "\r\n") or "@" not in to:
+    if any(c in to for c in "\r\n<>,;") or "@" not in to or len(to) > 254:
         raise ValueError(f"invalid recipient {to[:80]!r}")
-    message["From"] = sender
-    message["To"] = to
-    message["Subject"] = Header(str(payload["subject"]), "utf-8")
-    message["Date"] = formatdate(localtime=False)
-    message["Message-ID"] = message_id_for(str(request["id"]))
-    message[IDEMPOTENCY_HEADER] = str(request["id"])
-    return message
+    subject = str(payload["subject"]).replace("\r", " ").replace("\n", " ")
+    if not subject.isascii() or len(subject) > 900:
+        subject = Header(subject, "utf-8").encode()
+    headers = [
+        f"From: {sender}", f"To: {to}", f"Subject: {subject}", f"Date: {formatdate(localtime=False)}",
+        f"Message-ID: {message_id_for(str(request['id']))}",
+        f"{IDEMPOTENCY_HEADER}: {_header_safe(str(request['id']))}", "MIME-Version: 1.0",
+    ]
+    text = _part("plain", str(payload["text"]))
+    html = payload.get("html")
+    if html:
+        boundary = f"=_itinerary_{uuid.uuid4().hex}"
+        headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
+        body = (f"--{boundary}\r\n{text}\r\n--{boundary}\r\n{_part('html', str(html))}\r\n"
+                f"--{boundary}--\r\n")
+        return ("\r\n".join(headers) + "\r\n\r\n" + body).encode("ascii")
+    return ("\r\n".join(headers) + "\r\n" + text).encode("ascii")
+
+
+def _part(subtype: str, content: str) -> str:
+    encoded = base64.encodebytes(content.encode("utf-8")).decode("ascii").replace("\n", "\r\n")
+    return (f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+            f"{encoded}")
+
+
+def _header_safe(value: str) -> str:
+    return value.replace("\r", "").replace("\n", "") if value.isascii() else quote(value, safe="/:@")
 
 
 class EmailProvider:
@@ -73,6 +85,7 @@ class EmailProvider:
 
     def __init__(self, config: EmailChannelConfig) -> None:
         self._config = config
+        self._envelope_sender = parseaddr(config.sender)[1] or config.sender
         self._timeout = config.timeout.total_seconds()
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []  # (session, idle since)
         self._busy: set[aiosmtplib.SMTP] = set()
@@ -108,7 +121,7 @@ class EmailProvider:
             except (aiosmtplib.SMTPException, OSError) as exc:
                 return DeliveryResult.transient(self._network_reason(exc))
             try:
-                await smtp.send_message(message)
+                await smtp.sendmail(self._envelope_sender, [request["payload"]["to"]], message)
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 self._discard(smtp)
                 first = exc.recipients[0]

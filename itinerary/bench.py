@@ -110,6 +110,28 @@ async def drive(url: str, bodies: list[bytes], connections: int) -> dict[str, An
             "latency_ms": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": pct(1.0)}}
 
 
+def cpu_by_role() -> dict[str, float]:
+    """CPU seconds used so far by this machine's processes, grouped by what they are."""
+    import psutil
+
+    roles: dict[str, float] = {}
+    me = os.getpid()
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if proc.info["pid"] == me:
+                role = "load generator + receivers"
+            elif cmd.startswith("ray::"):
+                role = cmd.split()[0][5:].split(".")[0]
+            else:
+                continue
+            times = proc.cpu_times()
+            roles[role] = roles.get(role, 0.0) + times.user + times.system
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return roles
+
+
 async def pipeline(app: AppConfig, bodies: list[bytes], warmup: list[bytes], connections: int) -> dict[str, Any]:
     import ray
 
@@ -123,10 +145,20 @@ async def pipeline(app: AppConfig, bodies: list[bytes], warmup: list[bytes], con
         url = info["urls"][0]
         await drive(url, warmup, connections)
         before = await supervisor.status.remote()
+        cpu_before = cpu_by_role()
         result = await drive(url, bodies, connections)
+        cpu_after = cpu_by_role()
         after = await supervisor.status.remote()
+        result["cpu_seconds"] = {role: cpu_after.get(role, 0.0) - cpu_before.get(role, 0.0) for role in cpu_after}
         decisions = sum(s["decisions"] for s in after["shards"]) - sum(s["decisions"] for s in before["shards"])
         result["decisions_per_s"] = decisions / result["seconds"]
+        sends = sum(s["sends"] for s in after["shards"]) - sum(s["sends"] for s in before["shards"])
+        result["sends_per_s"] = sends / result["seconds"]
+        result["gateways"] = {g["name"]: {"outcomes": g.get("outcomes"), "rejected": g.get("rejected")}
+                              for g in after["gateways"]}
+        sent = sum(g.get("outcomes", {}).get("sent", 0) for g in after["gateways"]) - sum(
+            g.get("outcomes", {}).get("sent", 0) for g in before["gateways"])
+        result["delivered_per_s"] = sent / result["seconds"]
         return result
     finally:
         await supervisor.shutdown.remote()
@@ -139,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profiles", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=500, help="events per HTTP request")
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument("--shards", type=int, default=None, help="default: the config's")
+    parser.add_argument("--channel-rate", type=int, default=None,
+                        help="override every channel's limit (calls per second); default: the config's")
     parser.add_argument("--config", default=str(REPO / "config/examples/demo.yaml"))
     parser.add_argument("--out", default=str(REPO / "results/bench_pipeline.json"))
     args = parser.parse_args(argv)
@@ -150,7 +184,7 @@ async def _main(args: argparse.Namespace) -> int:
     from itinerary.config.loader import load_config
     from itinerary.receivers import SmtpReceiver, WebhookReceiver
 
-    console = Console()
+    console = Console(width=max(Console().width, 132))
     os.environ.setdefault("ITINERARY_DEMO_TOKEN", secrets.token_urlsafe(16))
     smtp, hooks = SmtpReceiver(), WebhookReceiver(token=os.environ["ITINERARY_DEMO_TOKEN"])
     await smtp.start()
@@ -159,8 +193,14 @@ async def _main(args: argparse.Namespace) -> int:
     os.environ["ITINERARY__CHANNELS__LOYALTY_API__URL"] = f"{hooks.url}/loyalty"
     os.environ["ITINERARY__CHANNELS__STORE_PUSH__URL"] = f"{hooks.url}/push"
     os.environ["ITINERARY__RUNTIME__INGRESS__PORT"] = "0"
-    os.environ["ITINERARY__RUNTIME__SHARDS"] = str(args.shards)
+    if args.shards is not None:
+        os.environ["ITINERARY__RUNTIME__SHARDS"] = str(args.shards)
     app = load_config(args.config)
+    if args.channel_rate is not None:
+        for name in app.channels:
+            os.environ[f"ITINERARY__CHANNELS__{name.upper().replace('-', '_')}__LIMIT__CALLS"] = str(args.channel_rate)
+        app = load_config(args.config)
+    args.shards = app.runtime.shards
     console.print(f"generating {args.events:,} events for {args.profiles:,} profiles...")
     bodies = make_bodies(args.events, args.profiles, args.batch)
     warmup = make_bodies(min(20_000, args.events // 10), args.profiles, args.batch, seed=2)
@@ -173,8 +213,11 @@ async def _main(args: argparse.Namespace) -> int:
         await hooks.stop()
         await smtp.stop()
     ratio = full["events_per_s"] / single["events_per_s"]
+    limits = ", ".join(f"{n} {c.limit.calls}/{c.limit.period.total_seconds():g}s" for n, c in app.channels.items()
+                       if c.limit is not None)
     table = Table(title=f"Pipeline benchmark: {args.events:,} events, {args.profiles:,} profiles, "
-                        f"batch {args.batch}, {args.connections} connections, {args.shards} shards")
+                        f"batch {args.batch}, {args.connections} connections, {args.shards} shards; "
+                        f"channels {limits}")
     for col in ("run", "events/s", "decisions/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "vs ceiling"):
         table.add_column(col, justify="right" if col != "run" else "left")
     table.add_row("single process (no Ray, no HTTP)", f"{single['events_per_s']:,.0f}",
@@ -184,7 +227,18 @@ async def _main(args: argparse.Namespace) -> int:
                   f"{lat['p50']:.1f}", f"{lat['p90']:.1f}", f"{lat['p99']:.1f}", f"{lat['max']:.1f}", f"{ratio:.2f}")
     console.print(table)
     console.print(f"accepted {full['accepted']:,}, rejected {full['rejected']:,}, 429s {full['429']}, "
-                  f"errors {full['errors']}")
+                  f"errors {full['errors']}; messages handed to gateways {full['sends_per_s']:,.0f}/s, "
+                  f"delivered {full['delivered_per_s']:,.0f}/s")
+    cpu = Table(title="Where the CPU went during the pipeline run")
+    for col in ("process", "CPU s", "share", "µs per accepted event"):
+        cpu.add_column(col, justify="left" if col == "process" else "right")
+    total_cpu = sum(full["cpu_seconds"].values()) or 1.0
+    for role, seconds in sorted(full["cpu_seconds"].items(), key=lambda kv: -kv[1]):
+        if seconds < 0.05:
+            continue
+        cpu.add_row(role, f"{seconds:.1f}", f"{seconds / total_cpu:.0%}",
+                    f"{seconds / max(full['accepted'], 1) * 1e6:.1f}")
+    console.print(cpu)
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                                               "platform": platform.platform()},

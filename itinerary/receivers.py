@@ -20,6 +20,8 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.header import decode_header, make_header
+from email.parser import BytesParser
 from typing import Any
 
 from aiohttp import web
@@ -53,15 +55,25 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class ReceivedMail:
-    """One message the SMTP receiver accepted."""
+    """One message the SMTP receiver accepted.
+
+    Only the headers are parsed on arrival (cheap, compat32); the body is decoded when
+    `text` is read, so a receiver taking hundreds of messages a second stays light.
+    """
 
     mail_from: str
     rcpt_tos: tuple[str, ...]
     subject: str | None
     message_id: str | None
     idempotency_key: str | None
-    text: str | None
+    raw: bytes
     at: float
+
+    @property
+    def text(self) -> str | None:
+        parsed = email.message_from_bytes(self.raw, policy=email.policy.default)
+        body = parsed.get_body(preferencelist=("plain",))  # type: ignore[attr-defined]
+        return body.get_content() if body is not None else None  # type: ignore[no-any-return]
 
 
 async def wait_until(done: Callable[[], bool], timeout: float) -> bool:
@@ -190,6 +202,9 @@ class WebhookReceiver:
         return web.json_response({"ok": True})
 
 
+_HEADERS = BytesParser(policy=email.policy.compat32)
+
+
 class _MailHandler:
     """aiosmtpd handler: records messages; answers scripted replies first."""
 
@@ -219,15 +234,15 @@ class _MailHandler:
             if self.script:
                 return self.script.popleft()
         raw = envelope.content if isinstance(envelope.content, bytes) else b""
-        parsed = email.message_from_bytes(raw, policy=email.policy.default)
-        body = parsed.get_body(preferencelist=("plain",))
+        headers = _HEADERS.parsebytes(raw, headersonly=True)
+        subject = headers["Subject"]
         mail = ReceivedMail(
             mail_from=str(envelope.mail_from),
             rcpt_tos=tuple(envelope.rcpt_tos),
-            subject=parsed["Subject"],
-            message_id=parsed["Message-ID"],
-            idempotency_key=parsed["X-Itinerary-Idempotency-Key"],
-            text=body.get_content() if body is not None else None,
+            subject=str(make_header(decode_header(subject))) if subject is not None else None,
+            message_id=headers["Message-ID"],
+            idempotency_key=headers["X-Itinerary-Idempotency-Key"],
+            raw=raw,
             at=self.clock(),
         )
         with self.lock:

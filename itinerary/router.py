@@ -11,7 +11,10 @@ from itinerary.catalog import Catalog
 from itinerary.engine.ingest import pick_identity
 from itinerary.engine.routing import RoutingTable, profile_key
 
-Record = list[Any]  # [profile key, event definition name, packed event, ingest time]
+# [profile key, event definition name, packed event, ingest time, event id, identityMap]: the
+# id and identities travel beside the packed event so a shard can apply the many events no
+# journey reads without decoding them.
+Record = list[Any]
 
 
 class EventRouter:
@@ -42,7 +45,7 @@ class EventRouter:
             records = per_shard.get(shard)
             if records is None:
                 records = per_shard[shard] = []
-            records.append([key, matcher.name, packed, now])
+            records.append([key, matcher.name, packed, now, event["_id"], event["identityMap"]])
         return per_shard, rejected
 
 

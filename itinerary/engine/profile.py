@@ -72,6 +72,33 @@ class JourneyEngine:
     def cares_about(self, event_name: str) -> bool:
         return event_name in self._entries or event_name in self._listeners
 
+    def needs_payload(self, event_name: str) -> bool:
+        """Whether applying events of this definition reads more than their id and identities."""
+        return self.cares_about(event_name) or bool(self._fields.get(event_name))
+
+    def observe(self, profile: dict[str, Any], event_id: Any, identity_map: Any, now: float) -> bool:
+        """Apply an event no journey or profile field reads: de-duplicate, merge identities.
+
+        Returns False for a duplicate. The shard calls this instead of `apply_event` so that
+        the bulk of traffic (page and product views) is never decoded in full.
+        """
+        if not self._remember(profile, event_id):
+            return False
+        profile["updated"] = now
+        self._merge_identities(profile, identity_map)
+        return True
+
+    def _remember(self, profile: dict[str, Any], event_id: Any) -> bool:
+        if event_id is None:
+            return True
+        seen: list[Any] = profile["seen"]
+        if event_id in seen:
+            return False
+        seen.append(event_id)
+        if len(seen) > self._recent:
+            del seen[0]
+        return True
+
     @staticmethod
     def new_profile(key: str, now: float) -> dict[str, Any]:
         return {"key": key, "ids": {}, "attrs": {"identities": {}}, "seen": [], "journeys": {},
@@ -80,14 +107,8 @@ class JourneyEngine:
     def apply_event(self, profile: dict[str, Any], name: str, event: dict[str, Any],
                     now: float) -> list[Effect] | None:
         """Apply an event matched to definition `name`; None when it is a duplicate."""
-        event_id = event.get("_id")
-        seen: list[Any] = profile["seen"]
-        if event_id is not None:
-            if event_id in seen:
-                return None
-            seen.append(event_id)
-            if len(seen) > self._recent:
-                del seen[0]
+        if not self._remember(profile, event.get("_id")):
+            return None
         profile["updated"] = now
         self._merge_identities(profile, event.get("identityMap"))
         mapping = self._fields.get(name)
