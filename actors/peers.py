@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
 from typing import Any, Protocol
 
 import msgpack
@@ -23,15 +22,15 @@ log = logging.getLogger(__name__)
 class Peers(Protocol):
     """What a shard, a gateway and an ingress need from the others."""
 
-    def apply_batch(self, shard: int, sender: str, seq: int, blob: bytes) -> Awaitable[int]: ...
+    async def apply_batch(self, shard: int, sender: str, seq: int, blob: bytes) -> int: ...
 
-    def submit_sends(self, channel: str, requests: list[SendRequest]) -> Awaitable[None]: ...
+    async def submit_sends(self, channel: str, requests: list[SendRequest]) -> None: ...
 
-    def deliver_outcomes(self, shard: int, outcomes: list[Outcome]) -> Awaitable[None]: ...
+    async def deliver_outcomes(self, shard: int, outcomes: list[Outcome]) -> None: ...
 
-    def get_profile(self, shard: int, key: str) -> Awaitable[dict[str, Any] | None]: ...
+    async def get_profile(self, shard: int, key: str) -> dict[str, Any] | None: ...
 
-    def system_status(self) -> Awaitable[dict[str, Any]]: ...
+    async def system_status(self) -> dict[str, Any]: ...
 
 
 class RayPeers:
@@ -74,8 +73,19 @@ class RayPeers:
             if not call.cancelled() and call.exception() is not None:
                 log.warning("call to %s failed: %s", name, call.exception())
 
-    def apply_batch(self, shard: int, sender: str, seq: int, blob: bytes) -> Awaitable[int]:
-        return self._handle(shard_name(shard)).apply_batch.remote(sender, seq, blob)  # type: ignore[no-any-return]
+    async def _call(self, name: str, method: str, *args: Any) -> Any:
+        """One awaited call; a peer that is gone is looked up again by name next time (the
+        supervisor may have re-created it under the same name)."""
+        import ray
+
+        try:
+            return await getattr(self._handle(name), method).remote(*args)
+        except ray.exceptions.RayActorError:
+            self.forget(name)
+            raise
+
+    async def apply_batch(self, shard: int, sender: str, seq: int, blob: bytes) -> int:
+        return int(await self._call(shard_name(shard), "apply_batch", sender, seq, blob))
 
     async def submit_sends(self, channel: str, requests: list[SendRequest]) -> None:
         name = gateway_name(channel)
@@ -83,10 +93,10 @@ class RayPeers:
         await self._bounded(name, ref)
 
     async def get_profile(self, shard: int, key: str) -> dict[str, Any] | None:
-        return await self._handle(shard_name(shard)).get_profile.remote(key)  # type: ignore[no-any-return]
+        return await self._call(shard_name(shard), "get_profile", key)  # type: ignore[no-any-return]
 
     async def system_status(self) -> dict[str, Any]:
-        return await self._handle(SUPERVISOR).status.remote()  # type: ignore[no-any-return]
+        return await self._call(SUPERVISOR, "status")  # type: ignore[no-any-return]
 
     async def deliver_outcomes(self, shard: int, outcomes: list[Outcome]) -> None:
         name = shard_name(shard)

@@ -32,6 +32,18 @@ def render_status(status: dict[str, Any], console: Console | None = None) -> Non
                        str(s["pending_timers"]), str(s["events_applied"]), str(s["duplicates"]),
                        str(s["decisions"]), str(s["sends"]))
     console.print(shards)
+    journeys = Table(title="Journeys")
+    for col in ("journey", "version", "status", "nodes", "active instances", "entered", "exited"):
+        journeys.add_column(col, justify="left" if col in ("journey", "status") else "right")
+    counts = journey_counts(status)
+    for j in status.get("journeys", []):
+        active = sum(s.get("active_instances", {}).get(j["id"], 0) for s in status.get("shards", []))
+        steps = counts.get(j["id"], Counter())
+        entered = sum(c for (_, kind), c in steps.items() if kind == "entered")
+        exited = sum(c for (_, kind), c in steps.items() if kind == "exited")
+        journeys.add_row(j["id"], str(j["version"]), j["status"], str(j["nodes"]), str(active), str(entered),
+                         str(exited))
+    console.print(journeys)
     render_journeys(status, console)
     render_gateways(status.get("gateways", []), console)
     ingress = Table(title="Ingress")

@@ -1,0 +1,79 @@
+"""The supervisor keeps the actors alive; the CLI talks to a running system."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tests.integration.system import http, post_events, wait_until
+
+NOW = "2026-11-29T10:00:00.000Z"
+
+
+def page_view(email: str) -> dict[str, Any]:
+    return {"_id": uuid.uuid4().hex, "timestamp": NOW, "eventType": "page-view",
+            "identityMap": {"Email": [{"id": email}]}}
+
+
+def test_a_killed_gateway_is_restarted_by_ray_and_keeps_delivering(system: dict[str, Any]) -> None:
+    import ray
+
+    namespace = system["app"].runtime.ray_namespace
+    gateway = ray.get_actor("gateway-loyalty", namespace=namespace)
+    ray.kill(gateway, no_restart=False)
+    assert wait_until(lambda: _answers(gateway), timeout=60)
+    email = f"k-{uuid.uuid4().hex[:8]}@example.com"
+    registration = {"_id": uuid.uuid4().hex, "timestamp": NOW, "eventType": "web.formFilledOut",
+                    "identityMap": {"Email": [{"id": email}]}, "personalEmail": {"address": email},
+                    "person": {"name": {"firstName": "Kim"}}}
+    assert post_events(system["url"], registration)[0] == 202
+    assert wait_until(lambda: any(r.body.get("email") == email for r in system["hooks"].received), timeout=30)
+
+
+def test_an_actor_gone_for_good_is_recreated_by_the_supervisor(system: dict[str, Any]) -> None:
+    import ray
+
+    namespace = system["app"].runtime.ray_namespace
+    shard = ray.get_actor("profile-shard-01", namespace=namespace)
+    ray.kill(shard, no_restart=True)
+    recreated = ray.get(system["supervisor"].check_health.remote(), timeout=120)
+    assert "profile-shard-01" in recreated
+    # events for both shards are accepted again (the ingress re-resolves the shard by name)
+    events = [page_view(f"r{i}-{uuid.uuid4().hex[:6]}@example.com") for i in range(40)]
+
+    def accepted() -> bool:
+        code, body = post_events(system["url"], events)
+        return code == 202 and body["accepted"] == 40
+
+    assert wait_until(accepted, timeout=60, interval=0.5)
+    status = http("GET", f"{system['url']}/v1/status")[1]
+    assert status["restarts"].get("profile-shard-01") == 1
+
+
+def test_cli_send_and_status(system: dict[str, Any], tmp_path: Path) -> None:
+    file = tmp_path / "events.json"
+    file.write_text(json.dumps([page_view("cli@example.com"), {"not": "an event"}]))
+    sent = subprocess.run([sys.executable, "-m", "itinerary.cli", "send", str(file), "--url", system["url"]],
+                          capture_output=True, text=True, timeout=60)
+    assert sent.returncode == 0, sent.stderr
+    answer = json.loads(sent.stdout)
+    assert answer["accepted"] == 1 and answer["rejected"][0]["index"] == 1
+    status = subprocess.run([sys.executable, "-m", "itinerary.cli", "status", "--url", system["url"]],
+                            capture_output=True, text=True, timeout=60, env={"COLUMNS": "200", "PATH": ""})
+    assert status.returncode == 0, status.stderr
+    for heading in ("Profile shards", "Journeys", "Channel gateways", "Ingress", "profile-shard-00", "welcome"):
+        assert heading in status.stdout
+
+
+def _answers(handle: Any) -> bool:
+    import ray
+
+    try:
+        ray.get(handle.ready.remote(), timeout=5)
+        return True
+    except Exception:
+        return False
