@@ -15,6 +15,7 @@ demo: $(BIN)/.installed
 	$(BIN)/itinerary demo
 
 test: $(BIN)/.installed
+	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
 lint: $(BIN)/.installed
@@ -25,7 +26,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python scripts/bench_pipeline.py
 
 up: $(BIN)/.installed
-	$(BIN)/itinerary up --config config/examples/demo.yaml
+	ITINERARY_DEMO_TOKEN=$${ITINERARY_DEMO_TOKEN:-demo-token} $(BIN)/itinerary up --config config/examples/demo.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache results

@@ -9,9 +9,9 @@ opened on the next attempt. The request id travels in the Message-ID and in
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
-import base64
 import uuid
 from email.header import Header
 from email.utils import formatdate, parseaddr

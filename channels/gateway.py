@@ -467,10 +467,7 @@ class ChannelGateway:
         self._outbox_ready.set()
         if len(self._outbox) >= self._outcome_batch:
             self._outbox_full.set()
-        if self._mode == "throttle":
-            limiter_delay = (item.admitted_at or now) - item.queued_at
-        else:
-            limiter_delay = 0.0
+        limiter_delay = (item.admitted_at or now) - item.queued_at if self._mode == "throttle" else 0.0
         event_ts = record["event_ts"]
         latency = now - event_ts if event_ts is not None else None
         try:

@@ -240,8 +240,8 @@ async def _main(args: argparse.Namespace) -> int:
                     f"{seconds / max(full['accepted'], 1) * 1e6:.1f}")
     console.print(cpu)
     report = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                                              "platform": platform.platform()},
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "args": vars(args), "single_process": single, "pipeline": full, "ratio": ratio,
     }
     out = Path(args.out)

@@ -108,7 +108,8 @@ class Catalog:
         if self.by_event_id:
             exp = event.get("_experience")
             if isinstance(exp, dict):
-                orch = (exp.get("campaign") or {}).get("orchestration") if isinstance(exp.get("campaign"), dict) else None
+                campaign = exp.get("campaign")
+                orch = campaign.get("orchestration") if isinstance(campaign, dict) else None
                 if isinstance(orch, dict) and orch.get("eventID") in self.by_event_id:
                     return self.by_event_id[orch["eventID"]]
         event_type = event.get("eventType")

@@ -86,12 +86,13 @@ def test_config(smtp: SmtpReceiver, hooks: WebhookReceiver, flaky: WebhookReceiv
         "ping": {"rule": "event.eventType == 'test.ping'"},
         "flaky": {"rule": "event.eventType == 'test.flaky'"},
     }
+    token = {"env": "ITINERARY_TEST_TOKEN"}
     channels = {
         "email": {"type": "email", "port": smtp.port, "sender": "shop@example.com", "limit": limit},
-        "loyalty": {"type": "webhook", "url": f"{hooks.url}/loyalty", "token": {"env": "ITINERARY_TEST_TOKEN"}, "limit": limit},
-        "limited": {"type": "webhook", "url": f"{hooks.url}/limited", "token": {"env": "ITINERARY_TEST_TOKEN"},
+        "loyalty": {"type": "webhook", "url": f"{hooks.url}/loyalty", "token": token, "limit": limit},
+        "limited": {"type": "webhook", "url": f"{hooks.url}/limited", "token": token,
                     "limit": {"calls": 20, "period": "PT1S", "burst": 1, "mode": "throttle"}},
-        "flaky": {"type": "webhook", "url": f"{flaky.url}/flaky", "token": {"env": "ITINERARY_TEST_TOKEN"}, "timeout": "PT2S",
+        "flaky": {"type": "webhook", "url": f"{flaky.url}/flaky", "token": token, "timeout": "PT2S",
                   "retry": {"max_retries": 3, "backoff": "PT0.05S", "max_backoff": "PT0.2S"}},
     }
 

@@ -117,7 +117,7 @@ def test_a_401_is_not_retried_and_the_journey_takes_its_error_path(system: dict[
 
     assert wait_until(lambda: history().get("fragile", {}).get("last_exit") is not None)
     assert flaky.attempts - before == 1
-    code, status, _ = http("GET", f"{system['url']}/v1/status")
+    _, status, _ = http("GET", f"{system['url']}/v1/status")
     steps = [s for shard in status["shards"] for s in shard["steps"]]
     assert any(j == "fragile" and node == "failed" and kind == "exited" for j, node, kind, _ in steps)
 
@@ -137,7 +137,7 @@ def test_unsupported_content_type_is_a_415(system: dict[str, Any]) -> None:
 def test_oversize_body_is_a_413(system: dict[str, Any]) -> None:
     big = json.dumps([ev("page-view", "x@example.com", pad="x" * 1024)] * 1200).encode()
     code, body, _ = http("POST", f"{system['url']}/v1/events", big)
-    assert code == 413
+    assert code == 413 and "over the limit" in body["error"]
 
 
 def test_each_bad_event_gets_a_reason_and_the_good_ones_are_accepted(system: dict[str, Any]) -> None:

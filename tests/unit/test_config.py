@@ -79,7 +79,7 @@ def test_bad_rule_reports_the_position(tmp_path: Path) -> None:
 
 
 def test_unknown_keys_and_bad_yaml_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="runtime.shardz"):
+    with pytest.raises(ConfigError, match=r"runtime\.shardz"):
         load_config(write(tmp_path, "runtime: {shardz: 2}\n"), env={})
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(write(tmp_path, "runtime: [\n"), env={})
