@@ -90,7 +90,10 @@ class ProfileShard:
             next_blob, next_future, _ = held.pop(self._next_seq[sender])
             next_future.set_result(self._apply_records(next_blob))
             self._next_seq[sender] += 1
-        await self.flush_sends()
+        # Sends leave on the timer tick (every runtime.timer_tick) in one call per channel;
+        # a large backlog leaves at once. Each actor call costs far more than a message.
+        if self._pending_count() >= self.runtime.send_flush_at:
+            await self.flush_sends()
         return applied
 
     def _apply_records(self, blob: bytes) -> int:
@@ -140,7 +143,8 @@ class ProfileShard:
             if effects:
                 self._execute(outcome["profile"], effects, now, outcome.get("event_ts"))
         self._metrics.outcomes(per_outcome)
-        await self.flush_sends()
+        if self._pending_count() >= self.runtime.send_flush_at:
+            await self.flush_sends()
 
     def fire_timers(self, now: float | None = None) -> int:
         """Run every timer due by `now`; returns how many fired."""
@@ -175,6 +179,9 @@ class ProfileShard:
                 })
             else:
                 raise TypeError(f"unknown effect {kind.__name__}")
+
+    def _pending_count(self) -> int:
+        return sum(len(requests) for requests in self.pending_sends.values())
 
     async def flush_sends(self) -> None:
         if not self.pending_sends:

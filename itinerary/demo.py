@@ -159,7 +159,7 @@ def _summary(console: Console, sent: dict[str, Any], status: dict[str, Any],
     observed = {name: rate for name, arrivals in by_channel.items() if (rate := _observed_rate(arrivals))}
     render_gateways(status["gateways"], console, observed=observed)
     console.print("observed rate/s = messages that reached the receiver over the span between the first "
-                  "and the last arrival; a throttled channel never exceeds its limit.")
+                  "and the last arrival; a throttled channel stays at its limit (burst aside).")
 
 
 def _verdict(console: Console, sent: dict[str, Any], status: dict[str, Any], smtp: SmtpReceiver,
