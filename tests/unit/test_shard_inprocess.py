@@ -1,0 +1,147 @@
+"""The profile shard and the ingress batcher in one process (LocalPeers, no Ray):
+per-sender ordering, duplicates, timers with an injected clock, sends and outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgpack
+
+from itinerary.actors.batcher import ShardBatcher
+from itinerary.actors.peers import LocalPeers
+from itinerary.actors.profile_shard import ProfileShard
+from itinerary.clock import ManualClock
+from itinerary.engine.messages import outcome_for
+from tests.unit.journey_helpers import CART, WELCOME, catalog, event
+
+KEY = "Email:ann@example.com"
+
+
+class RecordingGateway:
+    """Stands in for a channel gateway: records what it is asked to send."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+
+    def submit(self, requests: list[dict[str, Any]]) -> dict[str, int]:
+        self.requests.extend(requests)
+        return {"queued": len(requests), "rejected": 0}
+
+
+def make_shard(clock: ManualClock) -> tuple[ProfileShard, LocalPeers, dict[str, RecordingGateway]]:
+    app = catalog(WELCOME, CART).config
+    peers = LocalPeers()
+    gateways = {"email": RecordingGateway(), "push": RecordingGateway()}
+    peers.gateways.update(gateways)
+    shard = ProfileShard(0, app, peers=peers, clock=clock, start_timers=False)
+    peers.shards[0] = shard
+    return shard, peers, gateways
+
+
+def record(kind: str, n: int) -> list[Any]:
+    body = event(kind, n)
+    body["_ts"] = 0.0
+    return [KEY, kind, msgpack.packb(body), 0.0, body["_id"], body["identityMap"]]
+
+
+def blob(*records: list[Any]) -> bytes:
+    return msgpack.packb(list(records))
+
+
+def test_batches_that_arrive_out_of_order_are_applied_in_sequence() -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        shard, _, _ = make_shard(clock)
+        # batch 1 (the purchase) arrives before batch 0 (the cart add): it must wait for it
+        early = asyncio.ensure_future(shard.apply_batch("ingress-0#1", 1, blob(record("purchase", 2))))
+        await asyncio.sleep(0)
+        assert not early.done()
+        assert await shard.apply_batch("ingress-0#1", 0, blob(record("cart_add", 1))) == 1
+        assert await early == 1
+        profile = await shard.get_profile(KEY)
+        assert profile is not None and profile["journeys"] == []  # entered, then left on the purchase
+        assert profile["history"]["cart"]["entries"] == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_replayed_batch_and_duplicate_events_are_not_applied_twice() -> None:
+    async def scenario() -> None:
+        shard, _, _ = make_shard(ManualClock())
+        assert await shard.apply_batch("s", 0, blob(record("cart_add", 1))) == 1
+        assert await shard.apply_batch("s", 0, blob(record("cart_add", 1))) == 0  # same seq again
+        assert await shard.apply_batch("s", 1, blob(record("cart_add", 1))) == 0  # same event id
+        status = await shard.status()
+        assert status["events_applied"] == 1 and status["duplicates"] == 1
+
+    asyncio.run(scenario())
+
+
+def test_timer_fires_on_the_injected_clock_and_the_send_reaches_the_gateway() -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        shard, _, gateways = make_shard(clock)
+        await shard.apply_batch("s", 0, blob(record("registration", 0), record("cart_add", 1)))
+        await shard.flush_sends()
+        [welcome] = gateways["email"].requests
+        assert welcome["node"] == "send"  # the welcome email
+        await shard.deliver_outcomes(msgpack.packb([outcome_for(welcome, "sent", at=clock())]))
+        clock.advance(1799)
+        assert shard.fire_timers() == 0
+        clock.advance(1)
+        assert shard.fire_timers() == 1
+        await shard.flush_sends()
+        reminder = gateways["email"].requests[-1]
+        assert reminder["node"] == "mail" and reminder["profile"] == KEY and reminder["shard"] == 0
+        # the outcome comes back and the journey ends
+        outcome = outcome_for(reminder, "sent", at=clock())
+        await shard.deliver_outcomes(msgpack.packb([outcome]))
+        profile = await shard.get_profile(KEY)
+        assert profile is not None and profile["journeys"] == []
+        assert {j: h["entries"] for j, h in profile["history"].items()} == {"welcome": 1, "cart": 1}
+
+    asyncio.run(scenario())
+
+
+def test_batcher_flushes_on_size_and_on_delay_with_ordered_sequence_numbers() -> None:
+    async def scenario() -> None:
+        calls: list[tuple[str, int, int]] = []
+
+        async def send(shard: int, sender: str, seq: int, data: bytes) -> int:
+            records = msgpack.unpackb(data)
+            calls.append((sender, seq, len(records)))
+            return len(records)
+
+        batcher = ShardBatcher(0, send, sender="ingress-0", max_events=3, max_delay=0.01, max_inflight=2)
+        first = batcher.add([[1], [2], [3]])  # full: leaves at once
+        second = batcher.add([[4]])  # waits for the delay
+        assert await first == 3
+        assert await second == 1
+        assert [(seq, n) for _, seq, n in calls] == [(0, 3), (1, 1)]
+        assert batcher.queued == 0
+
+    asyncio.run(scenario())
+
+
+def test_batcher_starts_a_new_sender_after_a_failed_call() -> None:
+    async def scenario() -> None:
+        senders: list[tuple[str, int]] = []
+
+        async def send(shard: int, sender: str, seq: int, data: bytes) -> int:
+            senders.append((sender, seq))
+            if len(senders) == 1:
+                raise RuntimeError("shard restarting")
+            return 1
+
+        batcher = ShardBatcher(0, send, sender="ingress-0", max_events=1, max_delay=0.01, max_inflight=1)
+        failed = batcher.add([[1]])
+        try:
+            await failed
+        except RuntimeError:
+            pass
+        assert await batcher.add([[2]]) == 1
+        (first, seq0), (second, seq1) = senders
+        assert first != second and seq0 == 0 and seq1 == 0
+
+    asyncio.run(scenario())
