@@ -22,8 +22,9 @@ _epochs = itertools.count()
 class ShardBatcher:
     """Buffers records for one shard and sends them in ordered, numbered batches."""
 
-    def __init__(self, shard: int, send: SendBatch, *, sender: str, max_events: int,
-                 max_delay: float, max_inflight: int) -> None:
+    def __init__(
+        self, shard: int, send: SendBatch, *, sender: str, max_events: int, max_delay: float, max_inflight: int
+    ) -> None:
         self.shard = shard
         self._send_batch = send
         self._sender_prefix = sender

@@ -34,8 +34,11 @@ class GatewayActor:
             peers = RayPeers(app.runtime.ray_namespace)
         self.peers = peers
         self._config = app.channels[channel]
-        self._kwargs: dict[str, Any] = {"outcome_sink": self._deliver, "observer": GatewayMetrics(),
-                                        "flush_interval": app.runtime.outcome_flush.total_seconds()}
+        self._kwargs: dict[str, Any] = {
+            "outcome_sink": self._deliver,
+            "observer": GatewayMetrics(),
+            "flush_interval": app.runtime.outcome_flush.total_seconds(),
+        }
         if clock is not None:
             self._kwargs["clock"] = clock
         self.gateway = ChannelGateway(channel, self._config, **self._kwargs)

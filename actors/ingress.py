@@ -38,8 +38,7 @@ def _json_error(status: int, reason: str, headers: dict[str, str] | None = None)
 class Ingress:
     """One HTTP server process: validates and routes events to profile shards in batches."""
 
-    def __init__(self, index: int, app: AppConfig, port: int, peers: Peers | None = None,
-                 clock: Any = None) -> None:
+    def __init__(self, index: int, app: AppConfig, port: int, peers: Peers | None = None, clock: Any = None) -> None:
         tune_gc()
         self.index = index
         self.name = ingress_name(index)
@@ -57,9 +56,14 @@ class Ingress:
         self.clock = clock or time.time
         s = self.settings
         self.batchers = [
-            ShardBatcher(shard, peers.apply_batch, sender=f"{self.name}@{id(self):x}",
-                         max_events=s.batch_max_events, max_delay=s.batch_max_delay.total_seconds(),
-                         max_inflight=s.max_inflight_batches)
+            ShardBatcher(
+                shard,
+                peers.apply_batch,
+                sender=f"{self.name}@{id(self):x}",
+                max_events=s.batch_max_events,
+                max_delay=s.batch_max_delay.total_seconds(),
+                max_inflight=s.max_inflight_batches,
+            )
             for shard in range(app.runtime.shards)
         ]
         self.counts = {"requests": 0, "accepted": 0, "rejected": 0, "throttled": 0, "errors": 0}
@@ -102,9 +106,14 @@ class Ingress:
             self._runner = None
 
     async def stats(self) -> dict[str, Any]:
-        return {"name": self.name, "port": self.port, "queued": self.queued, **self.counts,
-                "batches": sum(b.batches_sent for b in self.batchers),
-                "batch_failures": sum(b.failures for b in self.batchers)}
+        return {
+            "name": self.name,
+            "port": self.port,
+            "queued": self.queued,
+            **self.counts,
+            "batches": sum(b.batches_sent for b in self.batchers),
+            "batch_failures": sum(b.failures for b in self.batchers),
+        }
 
     # -- handlers ---------------------------------------------------------------------
 
@@ -132,9 +141,13 @@ class Ingress:
             items = parse_body(body, request.content_type, max_events=s.max_events_per_request)
         except BodyError as exc:
             return _json_error(exc.status, exc.reason), 0, 0
-        valid, rejected = validate_events(items, max_event_bytes=s.max_event_bytes,
-                                          max_identities=s.max_identities, now=now,
-                                          namespace_codes=self.namespace_codes)
+        valid, rejected = validate_events(
+            items,
+            max_event_bytes=s.max_event_bytes,
+            max_identities=s.max_identities,
+            now=now,
+            namespace_codes=self.namespace_codes,
+        )
         per_shard, unrouted = self.router.route(valid, now)
         if unrouted:
             rejected = sorted(rejected + unrouted, key=lambda r: r["index"])

@@ -31,14 +31,17 @@ class ShardMetrics:
         if m is None:
             return
         self._tags = {"shard": shard}
-        self._events = m.Counter("itinerary_shard_events_total", "Events applied by a profile shard",
-                                 tag_keys=("shard", "result"))
-        self._steps = m.Counter("itinerary_journey_steps_total", "Journey step events",
-                                tag_keys=("journey", "node", "kind"))
+        self._events = m.Counter(
+            "itinerary_shard_events_total", "Events applied by a profile shard", tag_keys=("shard", "result")
+        )
+        self._steps = m.Counter(
+            "itinerary_journey_steps_total", "Journey step events", tag_keys=("journey", "node", "kind")
+        )
         self._profiles = m.Gauge("itinerary_shard_profiles", "Profiles held by a shard", tag_keys=("shard",))
         self._timers = m.Gauge("itinerary_shard_pending_timers", "Pending timers in a shard", tag_keys=("shard",))
-        self._outcomes = m.Counter("itinerary_shard_outcomes_total", "Message outcomes returned to profiles",
-                                   tag_keys=("shard", "outcome"))
+        self._outcomes = m.Counter(
+            "itinerary_shard_outcomes_total", "Message outcomes returned to profiles", tag_keys=("shard", "outcome")
+        )
 
     def batch(self, applied: int, duplicates: int, steps: Counter[tuple[str, str, str]]) -> None:
         if not self._on:
@@ -70,14 +73,21 @@ class IngressMetrics:
         if m is None:
             return
         self._tags = {"ingress": ingress}
-        self._events = m.Counter("itinerary_ingress_events_total", "Events received at the HTTP edge",
-                                 tag_keys=("ingress", "result"))
-        self._requests = m.Counter("itinerary_ingress_requests_total", "HTTP requests by status",
-                                   tag_keys=("ingress", "status"))
-        self._latency = m.Histogram("itinerary_ingest_latency_seconds", "POST /v1/events latency",
-                                    boundaries=LATENCY_BOUNDARIES, tag_keys=("ingress",))
-        self._queued = m.Gauge("itinerary_ingress_queued_events", "Events waiting to reach shards",
-                               tag_keys=("ingress",))
+        self._events = m.Counter(
+            "itinerary_ingress_events_total", "Events received at the HTTP edge", tag_keys=("ingress", "result")
+        )
+        self._requests = m.Counter(
+            "itinerary_ingress_requests_total", "HTTP requests by status", tag_keys=("ingress", "status")
+        )
+        self._latency = m.Histogram(
+            "itinerary_ingest_latency_seconds",
+            "POST /v1/events latency",
+            boundaries=LATENCY_BOUNDARIES,
+            tag_keys=("ingress",),
+        )
+        self._queued = m.Gauge(
+            "itinerary_ingress_queued_events", "Events waiting to reach shards", tag_keys=("ingress",)
+        )
 
     def request(self, status: int, accepted: int, rejected: int, seconds: float, queued: int) -> None:
         if not self._on:
@@ -114,17 +124,26 @@ class GatewayMetrics:
         self._latencies: dict[str, list[float]] = {}
         if m is None:
             return
-        self._messages = m.Counter("itinerary_messages_total", "Messages by channel and outcome",
-                                   tag_keys=("channel", "outcome"))
-        self._depth = m.Gauge("itinerary_gateway_queue_depth", "Messages queued at a gateway",
-                              tag_keys=("channel",))
-        self._delay = m.Histogram("itinerary_limiter_delay_seconds", "Time a message waited for the rate limiter",
-                                  boundaries=LATENCY_BOUNDARIES, tag_keys=("channel",))
-        self._latency = m.Histogram("itinerary_event_to_delivery_seconds", "From event ingest to provider answer",
-                                    boundaries=LATENCY_BOUNDARIES, tag_keys=("channel",))
+        self._messages = m.Counter(
+            "itinerary_messages_total", "Messages by channel and outcome", tag_keys=("channel", "outcome")
+        )
+        self._depth = m.Gauge("itinerary_gateway_queue_depth", "Messages queued at a gateway", tag_keys=("channel",))
+        self._delay = m.Histogram(
+            "itinerary_limiter_delay_seconds",
+            "Time a message waited for the rate limiter",
+            boundaries=LATENCY_BOUNDARIES,
+            tag_keys=("channel",),
+        )
+        self._latency = m.Histogram(
+            "itinerary_event_to_delivery_seconds",
+            "From event ingest to provider answer",
+            boundaries=LATENCY_BOUNDARIES,
+            tag_keys=("channel",),
+        )
 
-    def on_outcome(self, channel: str, outcome: dict[str, Any], limiter_delay: float,
-                   delivery_latency: float | None) -> None:
+    def on_outcome(
+        self, channel: str, outcome: dict[str, Any], limiter_delay: float, delivery_latency: float | None
+    ) -> None:
         if not self._on:
             return
         self._counts[(channel, str(outcome.get("outcome")))] += 1

@@ -39,8 +39,9 @@ class ProfileShard:
     that order even if they arrive out of order, so events of one profile never overtake.
     """
 
-    def __init__(self, index: int, app: AppConfig, peers: Peers | None = None,
-                 clock: Any = None, start_timers: bool = True) -> None:
+    def __init__(
+        self, index: int, app: AppConfig, peers: Peers | None = None, clock: Any = None, start_timers: bool = True
+    ) -> None:
         tune_gc()
         self.index = index
         self.name = shard_name(index)
@@ -172,11 +173,20 @@ class ProfileShard:
             elif kind is ScheduleTimer:
                 self.timers.push(effect.due, (key, effect.journey, effect.instance, effect.node))
             elif kind is Send:
-                self.pending_sends.setdefault(effect.channel, []).append({
-                    "id": effect.message_id, "channel": effect.channel, "shard": self.index,
-                    "profile": key, "journey": effect.journey, "instance": effect.instance,
-                    "node": effect.node, "payload": effect.payload, "created": now, "event_ts": event_ts,
-                })
+                self.pending_sends.setdefault(effect.channel, []).append(
+                    {
+                        "id": effect.message_id,
+                        "channel": effect.channel,
+                        "shard": self.index,
+                        "profile": key,
+                        "journey": effect.journey,
+                        "instance": effect.instance,
+                        "node": effect.node,
+                        "payload": effect.payload,
+                        "created": now,
+                        "event_ts": event_ts,
+                    }
+                )
             else:
                 raise TypeError(f"unknown effect {kind.__name__}")
 
@@ -245,8 +255,15 @@ class ProfileShard:
             "identities": profile["ids"],
             "attributes": {k: v for k, v in profile["attrs"].items() if k != "identities"},
             "journeys": [
-                {"journey": i["j"], "version": i["v"], "instance": i["id"], "node": i["n"],
-                 "status": i["st"], "entered_at": i["t0"], "due": i["due"]}
+                {
+                    "journey": i["j"],
+                    "version": i["v"],
+                    "instance": i["id"],
+                    "node": i["n"],
+                    "status": i["st"],
+                    "entered_at": i["t0"],
+                    "due": i["due"],
+                }
                 for i in profile["journeys"].values()
             ],
             "history": {j: {"entries": h[0], "last_exit": h[1]} for j, h in profile["hist"].items()},

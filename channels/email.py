@@ -55,25 +55,27 @@ def build_message(request: SendRequest, sender: str) -> bytes:
     if not subject.isascii() or len(subject) > 900:
         subject = Header(subject, "utf-8").encode()
     headers = [
-        f"From: {sender}", f"To: {to}", f"Subject: {subject}", f"Date: {formatdate(localtime=False)}",
+        f"From: {sender}",
+        f"To: {to}",
+        f"Subject: {subject}",
+        f"Date: {formatdate(localtime=False)}",
         f"Message-ID: {message_id_for(str(request['id']))}",
-        f"{IDEMPOTENCY_HEADER}: {_header_safe(str(request['id']))}", "MIME-Version: 1.0",
+        f"{IDEMPOTENCY_HEADER}: {_header_safe(str(request['id']))}",
+        "MIME-Version: 1.0",
     ]
     text = _part("plain", str(payload["text"]))
     html = payload.get("html")
     if html:
         boundary = f"=_itinerary_{uuid.uuid4().hex}"
         headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
-        body = (f"--{boundary}\r\n{text}\r\n--{boundary}\r\n{_part('html', str(html))}\r\n"
-                f"--{boundary}--\r\n")
+        body = f"--{boundary}\r\n{text}\r\n--{boundary}\r\n{_part('html', str(html))}\r\n--{boundary}--\r\n"
         return ("\r\n".join(headers) + "\r\n\r\n" + body).encode("ascii")
     return ("\r\n".join(headers) + "\r\n" + text).encode("ascii")
 
 
 def _part(subtype: str, content: str) -> str:
     encoded = base64.encodebytes(content.encode("utf-8")).decode("ascii").replace("\n", "\r\n")
-    return (f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
-            f"{encoded}")
+    return f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n{encoded}'
 
 
 def _header_safe(value: str) -> str:
@@ -176,9 +178,7 @@ class EmailProvider:
         where = f"{self._config.host}:{self._config.port}"
         if isinstance(exc, TimeoutError):
             return f"timeout after {self._timeout}s"
-        if isinstance(exc, ConnectionRefusedError) or isinstance(
-            exc.__cause__, ConnectionRefusedError
-        ):
+        if isinstance(exc, ConnectionRefusedError) or isinstance(exc.__cause__, ConnectionRefusedError):
             return f"connection refused: {where}"
         # aiosmtplib messages name host and port, never the credentials.
         return f"smtp connection error: {where}: {exc}"[:200]

@@ -50,9 +50,7 @@ CATCH_UP = 0.02  # seconds of dispatcher lateness made up for in throttle mode
 
 # Without these a request can be neither delivered nor answered with an outcome, so it is
 # refused at the door (and logged) instead of failing deep inside a delivery task.
-_REQUIRED_KEYS = frozenset(
-    {"id", "channel", "shard", "profile", "journey", "instance", "node", "payload"}
-)
+_REQUIRED_KEYS = frozenset({"id", "channel", "shard", "profile", "journey", "instance", "node", "payload"})
 
 
 class Provider(Protocol):
@@ -132,11 +130,7 @@ class _RateMeter:
     def rate(self, now: float, since: float) -> float:
         second = int(now)
         oldest = second - self._window + 1
-        total = sum(
-            count
-            for sec, count in zip(self._seconds, self._counts, strict=True)
-            if oldest <= sec <= second
-        )
+        total = sum(count for sec, count in zip(self._seconds, self._counts, strict=True) if oldest <= sec <= second)
         span = now - max(float(oldest), since)
         return total / span if span > 0 else 0.0
 
@@ -268,9 +262,7 @@ class ChannelGateway:
             if not _REQUIRED_KEYS.issubset(request):
                 self._rejected["malformed"] += 1
                 rejected += 1
-                log.error(
-                    "%r: send request without %s", self, sorted(_REQUIRED_KEYS - set(request))
-                )
+                log.error("%r: send request without %s", self, sorted(_REQUIRED_KEYS - set(request)))
                 continue
             item = _Pending(request=request, queued_at=now)
             if len(self._queue) >= self.config.queue_size:
@@ -402,16 +394,12 @@ class ChannelGateway:
                 if result.ok:
                     self._emit(item, SENT, now, status=result.status)
                     return
-                delay = self._policy.next_delay(
-                    item.attempts, result, jitter=self._rng.uniform(0.5, 1.5)
-                )
+                delay = self._policy.next_delay(item.attempts, result, jitter=self._rng.uniform(0.5, 1.5))
                 if delay is None:
                     self._emit(item, FAILED, now, reason=result.reason, status=result.status)
                     return
                 self._retries += 1
-                log.debug(
-                    "%r: %s retry in %.3fs after %s", self, item.request["id"], delay, result.reason
-                )
+                log.debug("%r: %s retry in %.3fs after %s", self, item.request["id"], delay, result.reason)
                 if not await self._wait_retry(item, result, delay):
                     return
                 await self._slots.acquire()
@@ -457,9 +445,7 @@ class ChannelGateway:
         reason: str | None = None,
         status: int | None = None,
     ) -> None:
-        record = outcome_for(
-            item.request, outcome, at=now, reason=reason, status=status, attempts=item.attempts
-        )
+        record = outcome_for(item.request, outcome, at=now, reason=reason, status=status, attempts=item.attempts)
         self._counts[outcome] += 1
         if outcome == SENT:
             self._meter.record(now)
@@ -543,9 +529,7 @@ class ChannelGateway:
             "outcomes": dict(self._counts),
             "rejected": dict(self._rejected),
             "retries": self._retries,
-            "limiter_next_free_s": (
-                ratelimit.next_free(self._tat, now, rate) if rate is not None else 0.0
-            ),
+            "limiter_next_free_s": (ratelimit.next_free(self._tat, now, rate) if rate is not None else 0.0),
             "delivery_rate_per_s": self._meter.rate(now, self._started_at or now),
             "sink_errors": self._sink_errors,
             "outcomes_dropped": self._outcomes_dropped,

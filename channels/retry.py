@@ -79,9 +79,7 @@ def classify_http(status: int, retry_after_header: str | None, now: float) -> De
     if status == 429 or 500 <= status < 600:
         # 429 and 503 are the statuses RFC 9110 pairs with Retry-After.
         wait = parse_retry_after(retry_after_header, now) if status in (429, 503) else None
-        return DeliveryResult(
-            ok=False, status=status, retryable=True, retry_after=wait, reason=reason
-        )
+        return DeliveryResult(ok=False, status=status, retryable=True, retry_after=wait, reason=reason)
     if status == 408:
         return DeliveryResult.transient(reason, status)
     return DeliveryResult.permanent(reason, status)

@@ -19,9 +19,7 @@ log = logging.getLogger(__name__)
 class WebhookProvider:
     """Delivers send requests to one HTTP endpoint with a bearer token and an idempotency key."""
 
-    def __init__(
-        self, config: WebhookChannelConfig, *, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, config: WebhookChannelConfig, *, clock: Callable[[], float] = time.time) -> None:
         self._config = config
         self._clock = clock  # only to read HTTP-date Retry-After headers
         self._timeout = config.timeout.total_seconds()
@@ -64,9 +62,7 @@ class WebhookProvider:
                 allow_redirects=False,
             ) as response:
                 await response.read()  # drain the body so the connection goes back to the pool
-                return classify_http(
-                    response.status, response.headers.get("Retry-After"), self._clock()
-                )
+                return classify_http(response.status, response.headers.get("Retry-After"), self._clock())
         except TimeoutError:
             return DeliveryResult.transient(f"timeout after {self._timeout}s")
         except aiohttp.ClientConnectorError as exc:

@@ -33,9 +33,7 @@ class LimitConfig(Frozen):
     period: timedelta
     burst: int = Field(1, ge=1)
     mode: Literal["throttle", "cap"] = "throttle"
-    max_age: timedelta = Field(
-        timedelta(hours=6), description="throttle mode: queued messages older than this expire"
-    )
+    max_age: timedelta = Field(timedelta(hours=6), description="throttle mode: queued messages older than this expire")
 
     _period_positive = field_validator("period", "max_age")(_positive)
 

@@ -15,9 +15,7 @@ class EventDefinition(Frozen):
         None, description="the event's eventType must be (one of) this; checked by a dict lookup"
     )
     rule: str | None = Field(None, description="expression over `event`; first matching definition wins")
-    event_id: str | None = Field(
-        None, description="matches _experience.campaign.orchestration.eventID in the payload"
-    )
+    event_id: str | None = Field(None, description="matches _experience.campaign.orchestration.eventID in the payload")
     namespace: str | None = Field(None, description="routing identity namespace; default: runtime.identity")
     profile_fields: dict[str, str] = Field(
         default_factory=dict, description="profile attribute -> expression, applied when non-null"

@@ -6,7 +6,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from itinerary.config.runtime import Frozen
 
@@ -53,19 +53,22 @@ class ConditionNode(Frozen):
     else_: str | None = Field(None, alias="else")
 
 
+def _within_90_days(value: timedelta) -> timedelta:
+    if value <= timedelta(0) or value > timedelta(days=90):
+        raise ValueError("must be more than 0 s and at most 90 days")
+    return value
+
+
+# Waits and timeouts: ISO-8601 durations, bounded like the reference product's (90 days).
+JourneyDuration = Annotated[timedelta, AfterValidator(_within_90_days)]
+
+
 class WaitNode(Frozen):
     """Pause for an ISO-8601 duration."""
 
     type: Literal["wait"]
-    duration: timedelta
+    duration: JourneyDuration
     next: str
-
-    @field_validator("duration")
-    @classmethod
-    def _bounded(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0) or value > timedelta(days=90):
-            raise ValueError("a wait lasts more than 0 s and at most 90 days")
-        return value
 
 
 class EventBranch(Frozen):
@@ -81,15 +84,8 @@ class WaitEventNode(Frozen):
 
     type: Literal["wait_event"]
     events: list[EventBranch] = Field(min_length=1)
-    timeout: timedelta
+    timeout: JourneyDuration
     on_timeout: str
-
-    @field_validator("timeout")
-    @classmethod
-    def _bounded(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0) or value > timedelta(days=90):
-            raise ValueError("a timeout lasts more than 0 s and at most 90 days")
-        return value
 
 
 class EmailMessage(Frozen):

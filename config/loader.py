@@ -65,7 +65,7 @@ def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str], file: str)
     for name in sorted(env):
         if not name.startswith(ENV_PREFIX):
             continue
-        parts = [p for p in name[len(ENV_PREFIX):].split("__") if p]
+        parts = [p for p in name[len(ENV_PREFIX) :].split("__") if p]
         if not parts:
             continue
         try:

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 def make_bodies(events: int, profiles: int, batch: int, seed: int = 1) -> list[bytes]:
     generator = TrafficGenerator(profiles=profiles, seed=seed)
     stream = generator.stream(events, ts0=time.time())
-    return [json.dumps(stream[i:i + batch]).encode() for i in range(0, len(stream), batch)]
+    return [json.dumps(stream[i : i + batch]).encode() for i in range(0, len(stream), batch)]
 
 
 def ceiling(app: AppConfig, bodies: list[bytes]) -> dict[str, Any]:
@@ -57,17 +57,25 @@ def ceiling(app: AppConfig, bodies: list[bytes]) -> dict[str, Any]:
     for body in bodies:
         now = time.time()
         items = parse_body(body, "application/json", max_events=limits.max_events_per_request)
-        valid, _ = validate_events(items, max_event_bytes=limits.max_event_bytes,
-                                   max_identities=limits.max_identities, now=now,
-                                   namespace_codes=app.runtime.identity.namespace_codes)
+        valid, _ = validate_events(
+            items,
+            max_event_bytes=limits.max_event_bytes,
+            max_identities=limits.max_identities,
+            now=now,
+            namespace_codes=app.runtime.identity.namespace_codes,
+        )
         per_shard, _ = router.route(valid, now)
         for index, records in per_shard.items():
             # the records cross a process boundary in the pipeline: pay the same packing
             events += shards[index]._apply_records(msgpack.packb(records, use_bin_type=True))
     seconds = time.perf_counter() - started
     decisions = sum(s.counts["decisions"] for s in shards)
-    return {"events": events, "seconds": seconds, "events_per_s": events / seconds,
-            "decisions_per_s": decisions / seconds}
+    return {
+        "events": events,
+        "seconds": seconds,
+        "events_per_s": events / seconds,
+        "decisions_per_s": decisions / seconds,
+    }
 
 
 async def drive(url: str, bodies: list[bytes], connections: int) -> dict[str, Any]:
@@ -82,8 +90,9 @@ async def drive(url: str, bodies: list[bytes], connections: int) -> dict[str, An
                 body = queue.pop()
                 while True:
                     t0 = time.perf_counter()
-                    async with session.post(f"{url}/v1/events", data=body,
-                                            headers={"Content-Type": "application/json"}) as response:
+                    async with session.post(
+                        f"{url}/v1/events", data=body, headers={"Content-Type": "application/json"}
+                    ) as response:
                         payload = await response.read()
                     if response.status == 429:
                         counts["429"] += 1
@@ -106,8 +115,12 @@ async def drive(url: str, bodies: list[bytes], connections: int) -> dict[str, An
     def pct(p: float) -> float:
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else 0.0
 
-    return {**counts, "seconds": seconds, "events_per_s": counts["accepted"] / seconds,
-            "latency_ms": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": pct(1.0)}}
+    return {
+        **counts,
+        "seconds": seconds,
+        "events_per_s": counts["accepted"] / seconds,
+        "latency_ms": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": pct(1.0)},
+    }
 
 
 def cpu_by_role() -> dict[str, float]:
@@ -137,8 +150,13 @@ async def pipeline(app: AppConfig, bodies: list[bytes], warmup: list[bytes], con
 
     from itinerary.actors.runtime import launch_supervisor
 
-    ray.init(namespace=app.runtime.ray_namespace, num_cpus=2, include_dashboard=False,
-             log_to_driver=False, configure_logging=False)
+    ray.init(
+        namespace=app.runtime.ray_namespace,
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     supervisor = launch_supervisor(app, "bench")
     try:
         info = await supervisor.start.remote()
@@ -154,10 +172,12 @@ async def pipeline(app: AppConfig, bodies: list[bytes], warmup: list[bytes], con
         result["decisions_per_s"] = decisions / result["seconds"]
         sends = sum(s["sends"] for s in after["shards"]) - sum(s["sends"] for s in before["shards"])
         result["sends_per_s"] = sends / result["seconds"]
-        result["gateways"] = {g["name"]: {"outcomes": g.get("outcomes"), "rejected": g.get("rejected")}
-                              for g in after["gateways"]}
+        result["gateways"] = {
+            g["name"]: {"outcomes": g.get("outcomes"), "rejected": g.get("rejected")} for g in after["gateways"]
+        }
         sent = sum(g.get("outcomes", {}).get("sent", 0) for g in after["gateways"]) - sum(
-            g.get("outcomes", {}).get("sent", 0) for g in before["gateways"])
+            g.get("outcomes", {}).get("sent", 0) for g in before["gateways"]
+        )
         result["delivered_per_s"] = sent / result["seconds"]
         return result
     finally:
@@ -172,8 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=500, help="events per HTTP request")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--shards", type=int, default=None, help="default: the config's")
-    parser.add_argument("--channel-rate", type=int, default=None,
-                        help="override every channel's limit (calls per second); default: the config's")
+    parser.add_argument(
+        "--channel-rate",
+        type=int,
+        default=None,
+        help="override every channel's limit (calls per second); default: the config's",
+    )
     parser.add_argument("--config", default=str(REPO / "config/examples/demo.yaml"))
     parser.add_argument("--out", default=str(REPO / "results/bench_pipeline.json"))
     args = parser.parse_args(argv)
@@ -213,22 +237,45 @@ async def _main(args: argparse.Namespace) -> int:
         await hooks.stop()
         await smtp.stop()
     ratio = full["events_per_s"] / single["events_per_s"]
-    limits = ", ".join(f"{n} {c.limit.calls}/{c.limit.period.total_seconds():g}s" for n, c in app.channels.items()
-                       if c.limit is not None)
-    table = Table(title=f"Pipeline benchmark: {args.events:,} events, {args.profiles:,} profiles, "
-                        f"batch {args.batch}, {args.connections} connections, {args.shards} shards; "
-                        f"channels {limits}")
+    limits = ", ".join(
+        f"{n} {c.limit.calls}/{c.limit.period.total_seconds():g}s"
+        for n, c in app.channels.items()
+        if c.limit is not None
+    )
+    table = Table(
+        title=f"Pipeline benchmark: {args.events:,} events, {args.profiles:,} profiles, "
+        f"batch {args.batch}, {args.connections} connections, {args.shards} shards; "
+        f"channels {limits}"
+    )
     for col in ("run", "events/s", "decisions/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "vs ceiling"):
         table.add_column(col, justify="right" if col != "run" else "left")
-    table.add_row("single process (no Ray, no HTTP)", f"{single['events_per_s']:,.0f}",
-                  f"{single['decisions_per_s']:,.0f}", "", "", "", "", "1.00")
+    table.add_row(
+        "single process (no Ray, no HTTP)",
+        f"{single['events_per_s']:,.0f}",
+        f"{single['decisions_per_s']:,.0f}",
+        "",
+        "",
+        "",
+        "",
+        "1.00",
+    )
     lat = full["latency_ms"]
-    table.add_row("pipeline (HTTP -> Ray shards)", f"{full['events_per_s']:,.0f}", f"{full['decisions_per_s']:,.0f}",
-                  f"{lat['p50']:.1f}", f"{lat['p90']:.1f}", f"{lat['p99']:.1f}", f"{lat['max']:.1f}", f"{ratio:.2f}")
+    table.add_row(
+        "pipeline (HTTP -> Ray shards)",
+        f"{full['events_per_s']:,.0f}",
+        f"{full['decisions_per_s']:,.0f}",
+        f"{lat['p50']:.1f}",
+        f"{lat['p90']:.1f}",
+        f"{lat['p99']:.1f}",
+        f"{lat['max']:.1f}",
+        f"{ratio:.2f}",
+    )
     console.print(table)
-    console.print(f"accepted {full['accepted']:,}, rejected {full['rejected']:,}, 429s {full['429']}, "
-                  f"errors {full['errors']}; messages handed to gateways {full['sends_per_s']:,.0f}/s, "
-                  f"delivered {full['delivered_per_s']:,.0f}/s")
+    console.print(
+        f"accepted {full['accepted']:,}, rejected {full['rejected']:,}, 429s {full['429']}, "
+        f"errors {full['errors']}; messages handed to gateways {full['sends_per_s']:,.0f}/s, "
+        f"delivered {full['delivered_per_s']:,.0f}/s"
+    )
     cpu = Table(title="Where the CPU went during the pipeline run")
     for col in ("process", "CPU s", "share", "µs per accepted event"):
         cpu.add_column(col, justify="left" if col == "process" else "right")
@@ -236,13 +283,17 @@ async def _main(args: argparse.Namespace) -> int:
     for role, seconds in sorted(full["cpu_seconds"].items(), key=lambda kv: -kv[1]):
         if seconds < 0.05:
             continue
-        cpu.add_row(role, f"{seconds:.1f}", f"{seconds / total_cpu:.0%}",
-                    f"{seconds / max(full['accepted'], 1) * 1e6:.1f}")
+        cpu.add_row(
+            role, f"{seconds:.1f}", f"{seconds / total_cpu:.0%}", f"{seconds / max(full['accepted'], 1) * 1e6:.1f}"
+        )
     console.print(cpu)
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "args": vars(args), "single_process": single, "pipeline": full, "ratio": ratio,
+        "args": vars(args),
+        "single_process": single,
+        "pipeline": full,
+        "ratio": ratio,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

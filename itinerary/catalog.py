@@ -70,16 +70,16 @@ class Catalog:
             try:
                 return compile_expression(source).evaluate
             except ExpressionError as exc:
-                raise ConfigError(file=file, path=path,
-                                  reason=f"{exc.reason} at position {exc.position} in {source!r}") from None
+                raise ConfigError(
+                    file=file, path=path, reason=f"{exc.reason} at position {exc.position} in {source!r}"
+                ) from None
 
         default_ns = app.runtime.identity.namespaces
         matchers = []
         fields: dict[str, FieldMapping] = {}
         for name, definition in app.events.items():
             if definition.rule is None and definition.event_id is None and definition.event_type is None:
-                raise ConfigError(file=file, path=f"events.{name}",
-                                  reason="give an event_type, a rule or an event_id")
+                raise ConfigError(file=file, path=f"events.{name}", reason="give an event_type, a rule or an event_id")
             rule = expr(f"events.{name}.rule", definition.rule) if definition.rule else None
             namespaces = (definition.namespace,) if definition.namespace else default_ns
             types = definition.event_type
@@ -90,8 +90,7 @@ class Catalog:
                 for attr, source in definition.profile_fields.items()
             )
         channels = {
-            name: ChannelInfo("email" if isinstance(c, EmailChannelConfig) else "webhook",
-                              channel_outcome_timeout(c))
+            name: ChannelInfo("email" if isinstance(c, EmailChannelConfig) else "webhook", channel_outcome_timeout(c))
             for name, c in app.channels.items()
         }
         journeys = []

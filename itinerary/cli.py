@@ -25,8 +25,9 @@ def main(argv: list[str] | None = None) -> int:
 
     up = sub.add_parser("up", help="start the system and run until Ctrl-C")
     up.add_argument("--config", required=True, help="YAML config file")
-    up.add_argument("--address", default=None,
-                    help="Ray cluster to join: 'auto' or 'ray://host:10001' (default: a new local Ray)")
+    up.add_argument(
+        "--address", default=None, help="Ray cluster to join: 'auto' or 'ray://host:10001' (default: a new local Ray)"
+    )
 
     send = sub.add_parser("send", help="POST events from a JSON file (one event or an array)")
     send.add_argument("file")
@@ -76,9 +77,11 @@ def cmd_up(config_file: str, address: str | None) -> int:
 
     app = load_config(config_file)
     address = address or app.runtime.ray_address
-    context = ray.init(address=address, namespace=app.runtime.ray_namespace, include_dashboard=True,
-                       log_to_driver=False) if address is None else ray.init(
-                           address=address, namespace=app.runtime.ray_namespace)
+    context = (
+        ray.init(address=address, namespace=app.runtime.ray_namespace, include_dashboard=True, log_to_driver=False)
+        if address is None
+        else ray.init(address=address, namespace=app.runtime.ray_namespace)
+    )
     supervisor = launch_supervisor(app, config_file)
     info = ray.get(supervisor.start.remote())
     dashboard = getattr(context, "dashboard_url", None)
@@ -103,8 +106,9 @@ def cmd_up(config_file: str, address: str | None) -> int:
 
 
 def _http(method: str, url: str, body: bytes | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(url, data=body, method=method,
-                                     headers={"Content-Type": "application/json"} if body else {})
+    request = urllib.request.Request(
+        url, data=body, method=method, headers={"Content-Type": "application/json"} if body else {}
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.loads(response.read() or b"null")

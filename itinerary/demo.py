@@ -53,8 +53,13 @@ async def _demo(config_file: str, profiles: int) -> int:
     console.print(f"[bold]itinerary demo[/bold]: {profiles} profiles, config {config_file}")
     console.print(f"  SMTP receiver on 127.0.0.1:{smtp.port}, HTTP receiver on {http.url}")
 
-    context = ray.init(namespace=app.runtime.ray_namespace, num_cpus=2, include_dashboard=True,
-                       log_to_driver=False, configure_logging=False)
+    context = ray.init(
+        namespace=app.runtime.ray_namespace,
+        num_cpus=2,
+        include_dashboard=True,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     supervisor = launch_supervisor(app, config_file)
     try:
         info = await supervisor.start.remote()
@@ -62,8 +67,10 @@ async def _demo(config_file: str, profiles: int) -> int:
         console.print(f"  ingest at {url}/v1/events; Ray dashboard at http://{context.dashboard_url}")
         started = time.time()
         sent = await _stream(url, profiles, started)
-        console.print(f"  streamed {sent['events']} events in {sent['seconds']:.1f}s "
-                      f"({sent['events'] / max(sent['seconds'], 1e-9):,.0f} events/s)")
+        console.print(
+            f"  streamed {sent['events']} events in {sent['seconds']:.1f}s "
+            f"({sent['events'] / max(sent['seconds'], 1e-9):,.0f} events/s)"
+        )
         status = await _settle(supervisor, console)
         smtp_msgs = smtp.messages
         _summary(console, sent, status, smtp_msgs, http.received)
@@ -87,10 +94,16 @@ async def _stream(url: str, profiles: int, ts0: float) -> dict[str, Any]:
     # summary shows rejections with their reasons.
     stamp = events[0]["timestamp"]
     for i in range(5):
-        events.append({"_id": f"unknown-{i}", "timestamp": stamp, "eventType": "media.sessionStart",
-                       "identityMap": {"ECID": [{"id": generator.ecid(i)}]}})
+        events.append(
+            {
+                "_id": f"unknown-{i}",
+                "timestamp": stamp,
+                "eventType": "media.sessionStart",
+                "identityMap": {"ECID": [{"id": generator.ecid(i)}]},
+            }
+        )
     events.append({"_id": "no-identity", "timestamp": stamp, "eventType": "commerce.purchases"})
-    batches = [events[i:i + BATCH] for i in range(0, len(events), BATCH)]
+    batches = [events[i : i + BATCH] for i in range(0, len(events), BATCH)]
     totals: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
@@ -140,8 +153,9 @@ def _observed_rate(arrivals: list[float]) -> float | None:
     return (len(arrivals) - 1) / span if span > 0 else None
 
 
-def _summary(console: Console, sent: dict[str, Any], status: dict[str, Any],
-             mails: list[Any], calls: list[Any]) -> None:
+def _summary(
+    console: Console, sent: dict[str, Any], status: dict[str, Any], mails: list[Any], calls: list[Any]
+) -> None:
     events = Table(title="Events")
     events.add_column("")
     events.add_column("count", justify="right")
@@ -158,12 +172,15 @@ def _summary(console: Console, sent: dict[str, Any], status: dict[str, Any],
         by_channel.setdefault(name, []).append(call.at)
     observed = {name: rate for name, arrivals in by_channel.items() if (rate := _observed_rate(arrivals))}
     render_gateways(status["gateways"], console, observed=observed)
-    console.print("observed rate/s = messages that reached the receiver over the span between the first "
-                  "and the last arrival; a throttled channel stays at its limit (burst aside).")
+    console.print(
+        "observed rate/s = messages that reached the receiver over the span between the first "
+        "and the last arrival; a throttled channel stays at its limit (burst aside)."
+    )
 
 
-def _verdict(console: Console, sent: dict[str, Any], status: dict[str, Any], smtp: SmtpReceiver,
-             http: WebhookReceiver) -> bool:
+def _verdict(
+    console: Console, sent: dict[str, Any], status: dict[str, Any], smtp: SmtpReceiver, http: WebhookReceiver
+) -> bool:
     counts = journey_counts(status)
     problems = []
     if sent["totals"]["accepted"] == 0:
@@ -181,6 +198,8 @@ def _verdict(console: Console, sent: dict[str, Any], status: dict[str, Any], smt
     if problems:
         console.print("[red]demo finished with problems:[/red] " + "; ".join(problems))
         return False
-    console.print(f"[green]demo OK[/green]: {len(smtp.messages)} emails and {len(http.received)} "
-                  "custom-action calls delivered, no duplicates.")
+    console.print(
+        f"[green]demo OK[/green]: {len(smtp.messages)} emails and {len(http.received)} "
+        "custom-action calls delivered, no duplicates."
+    )
     return True

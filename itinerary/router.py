@@ -24,8 +24,9 @@ class EventRouter:
         self.catalog = catalog
         self.table = table
 
-    def route(self, accepted: list[tuple[int, dict[str, Any], bytes]], now: float
-              ) -> tuple[dict[int, list[Record]], list[dict[str, Any]]]:
+    def route(
+        self, accepted: list[tuple[int, dict[str, Any], bytes]], now: float
+    ) -> tuple[dict[int, list[Record]], list[dict[str, Any]]]:
         per_shard: dict[int, list[Record]] = {}
         rejected: list[dict[str, Any]] = []
         match = self.catalog.match
@@ -37,8 +38,13 @@ class EventRouter:
                 continue
             identity = pick_identity(event, matcher.namespaces)
             if identity is None:
-                rejected.append({"index": index, "reason": f"no identity in namespace "
-                                 f"{' or '.join(matcher.namespaces)} for event {matcher.name!r}"})
+                rejected.append(
+                    {
+                        "index": index,
+                        "reason": f"no identity in namespace "
+                        f"{' or '.join(matcher.namespaces)} for event {matcher.name!r}",
+                    }
+                )
                 continue
             key = profile_key(*identity)
             shard = shard_of(key)

@@ -29,11 +29,42 @@ __all__ = ["DEFAULT_RATE", "PRODUCTS", "STORES", "ScenarioMix", "TrafficGenerato
 DEFAULT_RATE = 1000.0
 """Events per second of event time when no rate is given (scenario and stream)."""
 
-FIRST_NAMES = ("Ada", "Grace", "Alan", "Barbara", "Edsger", "Frances", "Leslie", "Margaret",
-               "Niklaus", "Radia", "Tim", "Sophie", "Hedy", "Claude", "Katherine", "Linus")
-LAST_NAMES = ("Lovelace", "Hopper", "Turing", "Liskov", "Dijkstra", "Allen", "Lamport",
-              "Hamilton", "Wirth", "Perlman", "Berners-Lee", "Wilson", "Lamarr", "Shannon",
-              "Johnson", "Torvalds")
+FIRST_NAMES = (
+    "Ada",
+    "Grace",
+    "Alan",
+    "Barbara",
+    "Edsger",
+    "Frances",
+    "Leslie",
+    "Margaret",
+    "Niklaus",
+    "Radia",
+    "Tim",
+    "Sophie",
+    "Hedy",
+    "Claude",
+    "Katherine",
+    "Linus",
+)
+LAST_NAMES = (
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Liskov",
+    "Dijkstra",
+    "Allen",
+    "Lamport",
+    "Hamilton",
+    "Wirth",
+    "Perlman",
+    "Berners-Lee",
+    "Wilson",
+    "Lamarr",
+    "Shannon",
+    "Johnson",
+    "Torvalds",
+)
 
 # (SKU, name, unit price in EUR, category)
 PRODUCTS = (
@@ -69,16 +100,17 @@ _WEB_DEVICES = (
 # Phones running the store app: (manufacturer, model, screen w, h, OS, OS version, SDK)
 _PHONES = (
     ("Apple", "iPhone 15", 1179, 2556, "iOS", "18.1", "https://ns.adobe.com/experience/mobilesdk/ios"),
-    ("Samsung", "Galaxy S24", 1080, 2340, "Android", "14",
-     "https://ns.adobe.com/experience/mobilesdk/android"),
-    ("Google", "Pixel 8", 1080, 2400, "Android", "15",
-     "https://ns.adobe.com/experience/mobilesdk/android"),
+    ("Samsung", "Galaxy S24", 1080, 2340, "Android", "14", "https://ns.adobe.com/experience/mobilesdk/android"),
+    ("Google", "Pixel 8", 1080, 2400, "Android", "15", "https://ns.adobe.com/experience/mobilesdk/android"),
 )
 # (accept-language, UTC offset in minutes, home store)
 _LOCALES = (
-    ("fr-FR", 60, "store-paris-01"), ("fr-FR", 60, "store-lyon-01"),
-    ("de-DE", 60, "store-berlin-01"), ("en-GB", 0, "store-london-01"),
-    ("en-US", -300, "store-london-01"), ("es-ES", 60, "store-paris-01"),
+    ("fr-FR", 60, "store-paris-01"),
+    ("fr-FR", 60, "store-lyon-01"),
+    ("de-DE", 60, "store-berlin-01"),
+    ("en-GB", 0, "store-london-01"),
+    ("en-US", -300, "store-london-01"),
+    ("es-ES", 60, "store-paris-01"),
 )
 _CONNECTIONS = ("wifi", "cable", "mobile_4g", "mobile_5g")
 _SITE = "https://shop.outfitters.example"
@@ -133,11 +165,11 @@ def _ecid(p: int) -> str:
 class ScenarioMix:
     """The shares of `TrafficGenerator.scenario`: each is a probability per profile."""
 
-    cart: float = 0.6            # add an item to the cart (after viewing it)
-    browse_only: float = 0.5     # of those who do not add to cart: view products anyway
-    purchase: float = 0.5        # of the cart adders: buy; the others abandon
-    late_purchase: float = 0.5   # of the buyers: buy only after `late_delay` seconds
-    store: float = 0.25          # walk into their home store's geofence
+    cart: float = 0.6  # add an item to the cart (after viewing it)
+    browse_only: float = 0.5  # of those who do not add to cart: view products anyway
+    purchase: float = 0.5  # of the cart adders: buy; the others abandon
+    late_purchase: float = 0.5  # of the buyers: buy only after `late_delay` seconds
+    store: float = 0.25  # walk into their home store's geofence
     late_delay: tuple[float, float] = (1.0, 2.5)  # seconds of event time
 
 
@@ -145,9 +177,15 @@ class TrafficGenerator:
     """Builds short-form XDM events for numbered profiles: registrations, product views,
     cart adds, purchases, store geofence entries, and realistic mixes of them."""
 
-    def __init__(self, profiles: int, seed: int = 0,
-                 skew: Literal["uniform", "zipf"] = "uniform", *, zipf_exponent: float = 1.1,
-                 mix: ScenarioMix | None = None) -> None:
+    def __init__(
+        self,
+        profiles: int,
+        seed: int = 0,
+        skew: Literal["uniform", "zipf"] = "uniform",
+        *,
+        zipf_exponent: float = 1.1,
+        mix: ScenarioMix | None = None,
+    ) -> None:
         if profiles < 1:
             raise ValueError("profiles: need at least one")
         if skew not in ("uniform", "zipf"):
@@ -184,8 +222,7 @@ class TrafficGenerator:
     def registration(self, p: int, ts: float) -> dict[str, Any]:
         """The sign-up form: `web.formFilledOut` on the Registration page, with the name."""
         person = _persona(p)
-        event = self._web_event(p, ts, "web.formFilledOut", "Registration",
-                                f"{_SITE}/account/register", "Account")
+        event = self._web_event(p, ts, "web.formFilledOut", "Registration", f"{_SITE}/account/register", "Account")
         event["person"] = {"name": {"firstName": person.first, "lastName": person.last}}
         event["personalEmail"] = {"address": self.email(p)}
         return event
@@ -193,16 +230,16 @@ class TrafficGenerator:
     def page_view(self, p: int, ts: float) -> dict[str, Any]:
         """A content page seen: `web.webpagedetails.pageViews`."""
         section = ("Home", "Men", "Women", "Outdoor", "Sale")[self._rng.randrange(5)]
-        event = self._web_event(p, ts, "web.webpagedetails.pageViews", section,
-                                f"{_SITE}/{section.lower()}", section)
+        event = self._web_event(p, ts, "web.webpagedetails.pageViews", section, f"{_SITE}/{section.lower()}", section)
         event["web"]["webPageDetails"]["pageViews"] = {"value": 1}
         return event
 
     def product_view(self, p: int, ts: float, *, sku: str | None = None) -> dict[str, Any]:
         """A product page seen: `commerce.productViews`."""
         item = self._item(sku)
-        event = self._web_event(p, ts, "commerce.productViews", item["name"],
-                                f"{_SITE}/p/{item['SKU'].lower()}", "Products")
+        event = self._web_event(
+            p, ts, "commerce.productViews", item["name"], f"{_SITE}/p/{item['SKU'].lower()}", "Products"
+        )
         event["commerce"] = {"productViews": {"value": 1}}
         event["productListItems"] = [item]
         return event
@@ -210,8 +247,9 @@ class TrafficGenerator:
     def cart_add(self, p: int, ts: float, *, sku: str | None = None) -> dict[str, Any]:
         """An item put in the cart: `commerce.productListAdds`."""
         item = self._item(sku)
-        event = self._web_event(p, ts, "commerce.productListAdds", item["name"],
-                                f"{_SITE}/p/{item['SKU'].lower()}", "Products")
+        event = self._web_event(
+            p, ts, "commerce.productListAdds", item["name"], f"{_SITE}/p/{item['SKU'].lower()}", "Products"
+        )
         event["commerce"] = {"productListAdds": {"value": 1}}
         event["productListItems"] = [item]
         return event
@@ -220,8 +258,9 @@ class TrafficGenerator:
         """An order placed: `commerce.purchases` with `commerce.order`."""
         item = self._item(sku)
         rng = self._rng
-        event = self._web_event(p, ts, "commerce.purchases", "Order confirmation",
-                                f"{_SITE}/checkout/confirmation", "Checkout")
+        event = self._web_event(
+            p, ts, "commerce.purchases", "Order confirmation", f"{_SITE}/checkout/confirmation", "Checkout"
+        )
         total = item["priceTotal"]
         event["commerce"] = {
             "purchases": {"value": 1},
@@ -229,8 +268,13 @@ class TrafficGenerator:
                 "purchaseID": f"ORD-{rng.getrandbits(40):010X}",
                 "priceTotal": total,
                 "currencyCode": "EUR",
-                "payments": [{"paymentType": rng.choice(("credit_card", "paypal", "gift_card")),
-                              "paymentAmount": total, "currencyCode": "EUR"}],
+                "payments": [
+                    {
+                        "paymentType": rng.choice(("credit_card", "paypal", "gift_card")),
+                        "paymentAmount": total,
+                        "currencyCode": "EUR",
+                    }
+                ],
             },
         }
         event["productListItems"] = [item]
@@ -250,20 +294,34 @@ class TrafficGenerator:
             "placeContext": {
                 "localTime": _local_iso(ts, offset),
                 "localTimezoneOffset": -offset,
-                "geo": {"_schema": {"latitude": lat, "longitude": lon},
-                        "countryCode": country, "city": city},
-                "POIinteraction": {"poiEntries": {"value": 1}, "POIID": poi, "name": name,
-                                   "category": "Store", "type": "Retail", "locatingType": "gps",
-                                   "geoInteractionDetails": {"distanceToCenter": 40, "accuracy": 15}},
+                "geo": {"_schema": {"latitude": lat, "longitude": lon}, "countryCode": country, "city": city},
+                "POIinteraction": {
+                    "poiEntries": {"value": 1},
+                    "POIID": poi,
+                    "name": name,
+                    "category": "Store",
+                    "type": "Retail",
+                    "locatingType": "gps",
+                    "geoInteractionDetails": {"distanceToCenter": 40, "accuracy": 15},
+                },
             },
             "application": {"id": "com.outfitters.store", "name": "Outfitters", "version": "4.2.1"},
-            "environment": {"type": "application", "operatingSystem": os_name,
-                            "operatingSystemVersion": os_version,
-                            "carrier": "Orange" if country == "FR" else "Vodafone",
-                            "connectionType": "mobile_5g", "language": lang},
-            "device": {"type": "mobile", "manufacturer": maker, "model": model,
-                       "screenWidth": width, "screenHeight": height,
-                       "screenOrientation": "portrait"},
+            "environment": {
+                "type": "application",
+                "operatingSystem": os_name,
+                "operatingSystemVersion": os_version,
+                "carrier": "Orange" if country == "FR" else "Vodafone",
+                "connectionType": "mobile_5g",
+                "language": lang,
+            },
+            "device": {
+                "type": "mobile",
+                "manufacturer": maker,
+                "model": model,
+                "screenWidth": width,
+                "screenHeight": height,
+                "screenOrientation": "portrait",
+            },
             "implementationDetails": {"name": sdk, "version": "5.2.0", "environment": "app"},
         }
 
@@ -328,8 +386,13 @@ class TrafficGenerator:
         if not rate_per_s > 0:
             raise ValueError(f"rate_per_s must be positive, not {rate_per_s}")
         kinds: tuple[Callable[[int, float], dict[str, Any]], ...] = (
-            self.page_view, self.product_view, self.cart_add, self.purchase, self.registration,
-            self._store_entry)
+            self.page_view,
+            self.product_view,
+            self.cart_add,
+            self.purchase,
+            self.registration,
+            self._store_entry,
+        )
         cum_weights = (0.30, 0.75, 0.87, 0.92, 0.96, 1.0)
         rng = self._rng
         profiles = self._profiles(n)
@@ -368,11 +431,16 @@ class TrafficGenerator:
         else:
             product = next((x for x in PRODUCTS if x[0] == sku), None) or (sku, sku, 10.0, "Other")
         code, name, price, category = product
-        return {"SKU": code, "name": name, "priceTotal": price, "currencyCode": "EUR",
-                "quantity": 1, "productCategory": category}
+        return {
+            "SKU": code,
+            "name": name,
+            "priceTotal": price,
+            "currencyCode": "EUR",
+            "quantity": 1,
+            "productCategory": category,
+        }
 
-    def _web_event(self, p: int, ts: float, event_type: str, page: str, url: str,
-                   section: str) -> dict[str, Any]:
+    def _web_event(self, p: int, ts: float, event_type: str, page: str, url: str, section: str) -> dict[str, Any]:
         person = _persona(p)
         kind, maker, model, width, height, os_name, os_version, browser, version = person.web
         lang, offset, _ = person.locale
@@ -382,17 +450,29 @@ class TrafficGenerator:
             "eventType": event_type,
             "identityMap": self.identity_map(p),
             "web": {"webPageDetails": {"name": page, "URL": url, "siteSection": section}},
-            "environment": {"type": "browser",
-                            # The Web SDK sends no user agent in XDM: the edge adds it.
-                            "browserDetails": {"name": browser, "version": version,
-                                               "acceptLanguage": lang, "viewportWidth": width,
-                                               "viewportHeight": height - 120},
-                            "operatingSystem": os_name, "operatingSystemVersion": os_version,
-                            "connectionType": person.connection, "ipV4": person.ip},
-            "device": {"type": kind, "manufacturer": maker, "model": model,
-                       "screenWidth": width, "screenHeight": height,
-                       "screenOrientation": "landscape" if width > height else "portrait"},
+            "environment": {
+                "type": "browser",
+                # The Web SDK sends no user agent in XDM: the edge adds it.
+                "browserDetails": {
+                    "name": browser,
+                    "version": version,
+                    "acceptLanguage": lang,
+                    "viewportWidth": width,
+                    "viewportHeight": height - 120,
+                },
+                "operatingSystem": os_name,
+                "operatingSystemVersion": os_version,
+                "connectionType": person.connection,
+                "ipV4": person.ip,
+            },
+            "device": {
+                "type": kind,
+                "manufacturer": maker,
+                "model": model,
+                "screenWidth": width,
+                "screenHeight": height,
+                "screenOrientation": "landscape" if width > height else "portrait",
+            },
             "placeContext": {"localTime": _local_iso(ts, offset), "localTimezoneOffset": -offset},
-            "implementationDetails": {"name": "https://ns.adobe.com/experience/alloy",
-                                      "version": "2.24.0"},
+            "implementationDetails": {"name": "https://ns.adobe.com/experience/alloy", "version": "2.24.0"},
         }

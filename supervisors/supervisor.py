@@ -55,8 +55,9 @@ class Supervisor:
             self.gateways[channel] = runtime.launch_gateway(app, channel)
         for index in range(app.runtime.shards):
             self.shards[index] = runtime.launch_shard(app, index)
-        await asyncio.gather(*(g.ready.remote() for g in self.gateways.values()),
-                             *(s.ready.remote() for s in self.shards.values()))
+        await asyncio.gather(
+            *(g.ready.remote() for g in self.gateways.values()), *(s.ready.remote() for s in self.shards.values())
+        )
         for index in range(app.runtime.ingress.instances):
             self.ingresses[index] = runtime.launch_ingress(app, index, self.port)
         addresses = await asyncio.gather(*(i.start.remote() for i in self.ingresses.values()))
@@ -135,8 +136,10 @@ class Supervisor:
             "urls": self.urls,
             "uptime": time.time() - self.started_at,
             "partitions": self.app.runtime.partitions,
-            "journeys": [{"id": j.id, "version": j.version, "status": j.status.value, "nodes": len(j.nodes)}
-                         for j in self.app.journeys],
+            "journeys": [
+                {"id": j.id, "version": j.version, "status": j.status.value, "nodes": len(j.nodes)}
+                for j in self.app.journeys
+            ],
             "shards": shards,
             "gateways": gateways,
             "ingresses": ingresses,

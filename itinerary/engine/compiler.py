@@ -76,7 +76,9 @@ def compile_journey(
             event_name(f"{base}.event", node.event)
             out.append((f"{base}.next", node.next))
             compiled[nid] = jr.CompiledNode(
-                nid, jr.ENTRY, next=node.next,
+                nid,
+                jr.ENTRY,
+                next=node.next,
                 condition=expr(f"{base}.condition", node.condition) if node.condition else None,
             )
         elif isinstance(node, ConditionNode):
@@ -100,7 +102,10 @@ def compile_journey(
                 out.append((f"{path}.next", branch.next))
             out.append((f"{base}.on_timeout", node.on_timeout))
             compiled[nid] = jr.CompiledNode(
-                nid, jr.WAIT_EVENT, events=tuple(listened), on_timeout=node.on_timeout,
+                nid,
+                jr.WAIT_EVENT,
+                events=tuple(listened),
+                on_timeout=node.on_timeout,
                 seconds=node.timeout.total_seconds(),
             )
         elif isinstance(node, ActionNode):
@@ -137,9 +142,13 @@ def compile_journey(
     )
 
 
-def _compile_action(nid: str, node: ActionNode, channels: Mapping[str, ChannelInfo],
-                    fail: Callable[[str, str], JourneyDefinitionError],
-                    expr: Callable[[str, str], Callable[[Mapping[str, Any]], Any]]) -> jr.CompiledNode:
+def _compile_action(
+    nid: str,
+    node: ActionNode,
+    channels: Mapping[str, ChannelInfo],
+    fail: Callable[[str, str], JourneyDefinitionError],
+    expr: Callable[[str, str], Callable[[Mapping[str, Any]], Any]],
+) -> jr.CompiledNode:
     base = f"nodes.{nid}"
     info = channels.get(node.channel)
     if info is None:
@@ -161,8 +170,12 @@ def _compile_action(nid: str, node: ActionNode, channels: Mapping[str, ChannelIn
             recipient = to(scope)
             if not recipient or not isinstance(recipient, str):
                 raise ValueError("no recipient address")
-            return {"to": recipient, "subject": subject.render(scope), "text": text.render(scope),
-                    "html": html.render(scope) if html is not None else None}
+            return {
+                "to": recipient,
+                "subject": subject.render(scope),
+                "text": text.render(scope),
+                "html": html.render(scope) if html is not None else None,
+            }
     else:
         if node.payload is None or node.message is not None:
             raise fail(base, f"channel {node.channel!r} is a custom action: give `payload` (a mapping)")
@@ -176,12 +189,17 @@ def _compile_action(nid: str, node: ActionNode, channels: Mapping[str, ChannelIn
             return value if isinstance(value, dict) else {"value": value}
 
     seconds = node.timeout.total_seconds() if node.timeout is not None else info.outcome_timeout
-    return jr.CompiledNode(nid, jr.ACTION, next=node.next, on_error=node.on_error,
-                           channel=node.channel, render=render, seconds=seconds)
+    return jr.CompiledNode(
+        nid, jr.ACTION, next=node.next, on_error=node.on_error, channel=node.channel, render=render, seconds=seconds
+    )
 
 
-def _check_reachable(entry: str, edges: Mapping[str, list[tuple[str, str]]], nodes: Mapping[str, Any],
-                     fail: Callable[[str, str], JourneyDefinitionError]) -> None:
+def _check_reachable(
+    entry: str,
+    edges: Mapping[str, list[tuple[str, str]]],
+    nodes: Mapping[str, Any],
+    fail: Callable[[str, str], JourneyDefinitionError],
+) -> None:
     seen = {entry}
     todo = [entry]
     while todo:
@@ -194,8 +212,11 @@ def _check_reachable(entry: str, edges: Mapping[str, list[tuple[str, str]]], nod
         raise fail(f"nodes.{unreachable[0]}", "not reachable from the entry node")
 
 
-def _check_loops_block(edges: Mapping[str, list[tuple[str, str]]], compiled: Mapping[str, jr.CompiledNode],
-                       fail: Callable[[str, str], JourneyDefinitionError]) -> None:
+def _check_loops_block(
+    edges: Mapping[str, list[tuple[str, str]]],
+    compiled: Mapping[str, jr.CompiledNode],
+    fail: Callable[[str, str], JourneyDefinitionError],
+) -> None:
     """A cycle made only of condition nodes would spin forever: refuse it."""
     instant = {nid for nid, n in compiled.items() if n.kind == jr.CONDITION}
     state: dict[str, int] = {}

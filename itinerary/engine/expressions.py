@@ -169,7 +169,14 @@ _ARITHMETIC: Final[dict[str, Callable[[Any, Any], Any]]] = {
     "%": _numeric(operator.mod, True),
 }
 _COMPARISONS: Final[dict[str, Callable[[Any, Any], bool]]] = {
-    "==": _eq, "!=": _ne, "<": _lt, "<=": _le, ">": _gt, ">=": _ge, "in": _in, "not in": _not_in,
+    "==": _eq,
+    "!=": _ne,
+    "<": _lt,
+    "<=": _le,
+    ">": _gt,
+    ">=": _ge,
+    "in": _in,
+    "not in": _not_in,
 }
 _FAST_ORDER: Final = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
@@ -336,8 +343,7 @@ class _Node:
 
     __slots__ = ("boolean", "const", "fn", "value")
 
-    def __init__(self, fn: Evaluator, const: bool = False, value: Any = None,
-                 boolean: bool = False) -> None:
+    def __init__(self, fn: Evaluator, const: bool = False, value: Any = None, boolean: bool = False) -> None:
         self.fn = fn
         self.const = const
         self.value = value
@@ -438,13 +444,10 @@ def _compare(op: str, left: _Node, right: _Node) -> _Node:
         return _boolean(lambda s: (v == c) if type(v := a(s)) is str else _eq(v, c))
     if _is_num(c) and op in _FAST_ORDER:
         fast = _FAST_ORDER[op]
-        return _boolean(lambda s: fast(v, c) if (t := type(v := a(s))) is int or t is float
-                     else compare(v, c))
+        return _boolean(lambda s: fast(v, c) if (t := type(v := a(s))) is int or t is float else compare(v, c))
     if op in ("in", "not in") and isinstance(c, list) and c and all(type(x) is str for x in c):
         members, wanted = frozenset(c), op == "in"
-        return _boolean(
-            lambda s: ((v in members) if type(v := a(s)) is str else _in(v, c)) is wanted
-        )
+        return _boolean(lambda s: ((v in members) if type(v := a(s)) is str else _in(v, c)) is wanted)
     return _boolean(lambda s: compare(a(s), c))
 
 
@@ -512,15 +515,41 @@ _TOKEN = re.compile(
     r"(?P<ws>\s+)|(?P<num>[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
     r"|(?P<op>==|!=|<=|>=|&&|\|\||[-<>+*/%()\[\],.!])|(?P<quote>['\"])"
 )
-_ESCAPES: Final = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "0": "\0",
-                   "\\": "\\", "'": "'", '"': '"', "/": "/"}
+_ESCAPES: Final = {
+    "n": "\n",
+    "t": "\t",
+    "r": "\r",
+    "b": "\b",
+    "f": "\f",
+    "0": "\0",
+    "\\": "\\",
+    "'": "'",
+    '"': '"',
+    "/": "/",
+}
 _HEX4 = re.compile(r"[0-9a-fA-F]{4}")
 _HINTS: Final = {"=": " (use '==')", "&": " (use '&&' or 'and')", "|": " (use '||' or 'or')"}
 _LITERALS: Final = {"true": True, "false": False, "null": None}
 _KEYWORDS: Final = frozenset({"and", "or", "not", "in"})
 # Binary operators by precedence; `not` (3) is prefix, unary minus and postfix bind tighter.
-_BINARY: Final = {"or": 1, "||": 1, "and": 2, "&&": 2, "==": 4, "!=": 4, "<": 4, "<=": 4,
-                  ">": 4, ">=": 4, "in": 4, "+": 5, "-": 5, "*": 6, "/": 6, "%": 6}
+_BINARY: Final = {
+    "or": 1,
+    "||": 1,
+    "and": 2,
+    "&&": 2,
+    "==": 4,
+    "!=": 4,
+    "<": 4,
+    "<=": 4,
+    ">": 4,
+    ">=": 4,
+    "in": 4,
+    "+": 5,
+    "-": 5,
+    "*": 6,
+    "/": 6,
+    "%": 6,
+}
 _ALIASES: Final = {"||": "or", "&&": "and"}
 _NOT, _COMPARISON = 3, 4
 
@@ -794,8 +823,7 @@ class CompiledMapping:
     roots: frozenset[str]
     evaluate: Evaluator
 
-    def __init__(self, template: Any, name: str, evaluate: Evaluator,
-                 roots: frozenset[str]) -> None:
+    def __init__(self, template: Any, name: str, evaluate: Evaluator, roots: frozenset[str]) -> None:
         self.template = template
         self.name = name
         self.evaluate = evaluate
@@ -844,7 +872,6 @@ def _compile_value(value: Any, path: str, roots: set[str], depth: int) -> Evalua
         pairs = tuple(entries)
         return lambda s: {k: f(s) for k, f in pairs}
     if isinstance(value, list | tuple):
-        fns = tuple(_compile_value(v, f"{path}[{i}]", roots, depth + 1)
-                    for i, v in enumerate(value))
+        fns = tuple(_compile_value(v, f"{path}[{i}]", roots, depth + 1) for i, v in enumerate(value))
         return lambda s: [f(s) for f in fns]
     raise _error("", 0, f"{path}: unsupported value of type {type(value).__name__}")

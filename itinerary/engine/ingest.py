@@ -67,10 +67,12 @@ class BodyError(ItineraryError):
 # RFC 3339 date-time, checked in Rust before the datetime parser so that strings the
 # parser would also take ("1700000000", a bare date) are refused as not ISO-8601.
 _ISO_DATETIME = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}"
-_TIMESTAMP = core_schema.chain_schema([
-    core_schema.str_schema(strict=True, max_length=64, pattern=_ISO_DATETIME),
-    core_schema.datetime_schema(tz_constraint="aware"),
-])
+_TIMESTAMP = core_schema.chain_schema(
+    [
+        core_schema.str_schema(strict=True, max_length=64, pattern=_ISO_DATETIME),
+        core_schema.datetime_schema(tz_constraint="aware"),
+    ]
+)
 Timestamp = Annotated[datetime, GetPydanticSchema(lambda _type, _handler: _TIMESTAMP)]
 
 
@@ -83,8 +85,7 @@ class CoreIdentity(TypedDict):
 
 
 Namespace = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=256)]
-IdentityMap = Annotated[
-    dict[Namespace, Annotated[list[CoreIdentity], Field(min_length=1)]], Field(min_length=1)]
+IdentityMap = Annotated[dict[Namespace, Annotated[list[CoreIdentity], Field(min_length=1)]], Field(min_length=1)]
 
 
 class CoreEvent(TypedDict):
@@ -113,6 +114,7 @@ class _JsonItems(list[Any]):
 
 # -- body parsing -------------------------------------------------------------------------
 
+
 def parse_body(body: bytes, content_type: str, *, max_events: int) -> list[Any]:
     """The items of a request body: one event (object or map) or an array of them.
 
@@ -139,8 +141,9 @@ def parse_body(body: bytes, content_type: str, *, max_events: int) -> list[Any]:
             raise BodyError(413, _too_many(len(lines), max_events))
         items = _JsonItems(_parse_json(line, f"line {n}: ") for n, line in enumerate(lines, 1))
     else:
-        raise BodyError(415, f"unsupported content type {media or 'none'!r}: use application/json "
-                             "or application/msgpack")
+        raise BodyError(
+            415, f"unsupported content type {media or 'none'!r}: use application/json or application/msgpack"
+        )
     if len(items) > max_events:
         raise BodyError(413, _too_many(len(items), max_events))
     return items
@@ -163,8 +166,7 @@ def _top_level(data: Any, form: str) -> list[Any]:
         return data
     if type(data) is dict:
         return [data]
-    raise BodyError(400, f"body must be a {form} object or an array of objects, "
-                         f"not {_json_type(data)}")
+    raise BodyError(400, f"body must be a {form} object or an array of objects, not {_json_type(data)}")
 
 
 def _too_many(count: int, limit: int) -> str:
@@ -177,6 +179,7 @@ def _exc_text(exc: BaseException) -> str:
 
 
 # -- validation ---------------------------------------------------------------------------
+
 
 def validate_events(
     items: list[Any],
@@ -209,17 +212,18 @@ def validate_events(
     try:
         candidates, events = _prepare(items, rejected, namespace_codes)
         cores = _core_fields(events)
-        accepted = _finish(candidates, events, cores, rejected, now + max_future_skew,
-                           max_future_skew, max_identities, max_event_bytes)
+        accepted = _finish(
+            candidates, events, cores, rejected, now + max_future_skew, max_future_skew, max_identities, max_event_bytes
+        )
     except Exception:  # a bug must not take the ingress down: judge the events one by one
-        return _one_by_one(items, rejected, max_event_bytes, max_identities, now,
-                           max_future_skew, namespace_codes)
+        return _one_by_one(items, rejected, max_event_bytes, max_identities, now, max_future_skew, namespace_codes)
     rejected.sort(key=lambda r: r["index"])  # rejections come from several passes
     return accepted, rejected
 
 
-def _prepare(items: list[Any], rejected: list[dict[str, Any]],
-             namespace_codes: Mapping[str, str]) -> tuple[list[int], list[Any]]:
+def _prepare(
+    items: list[Any], rejected: list[dict[str, Any]], namespace_codes: Mapping[str, str]
+) -> tuple[list[int], list[Any]]:
     """Objects only, JSON types only, JSON-LD normalised: (indices, events) to validate."""
     walk = not isinstance(items, _JsonItems)
     indices: list[int] = []
@@ -261,9 +265,16 @@ def _core_fields(events: list[Any]) -> list[Any]:
     return out
 
 
-def _finish(indices: list[int], events: list[Any], cores: list[Any],
-            rejected: list[dict[str, Any]], horizon: float, skew: float, max_identities: int,
-            max_event_bytes: int | None) -> list[Accepted]:
+def _finish(
+    indices: list[int],
+    events: list[Any],
+    cores: list[Any],
+    rejected: list[dict[str, Any]],
+    horizon: float,
+    skew: float,
+    max_identities: int,
+    max_event_bytes: int | None,
+) -> list[Accepted]:
     """What the schema cannot say: identity count, the future limit, size; fills _id, _ts."""
     accepted: list[Accepted] = []
     pack = msgpack.Packer().pack  # resets itself after an error, so one serves the batch
@@ -275,13 +286,15 @@ def _finish(indices: list[int], events: list[Any], cores: list[Any],
         for entries in event["identityMap"].values():
             identities += len(entries)
         if identities > max_identities:
-            rejected.append({"index": index, "reason": f"identityMap: {identities} identities, "
-                                                       f"over the limit of {max_identities}"})
+            rejected.append(
+                {"index": index, "reason": f"identityMap: {identities} identities, over the limit of {max_identities}"}
+            )
             continue
         ts = core["timestamp"].timestamp()
         if ts > horizon:
-            rejected.append({"index": index, "reason": f"timestamp: {event['timestamp']} is more "
-                                                       f"than {skew:g} s in the future"})
+            rejected.append(
+                {"index": index, "reason": f"timestamp: {event['timestamp']} is more than {skew:g} s in the future"}
+            )
             continue
         derived = "_id" not in event
         try:
@@ -295,8 +308,9 @@ def _finish(indices: list[int], events: list[Any], cores: list[Any],
             continue
         if max_event_bytes is not None and len(packed) > max_event_bytes:
             _undo(event, derived)
-            rejected.append({"index": index, "reason": f"event is {len(packed)} bytes, "
-                                                       f"over the limit of {max_event_bytes}"})
+            rejected.append(
+                {"index": index, "reason": f"event is {len(packed)} bytes, over the limit of {max_event_bytes}"}
+            )
             continue
         accepted.append((index, event, packed))
     return accepted
@@ -314,9 +328,15 @@ def _undo(event: dict[str, Any], derived: bool) -> None:
         event.pop("_id", None)
 
 
-def _one_by_one(items: list[Any], rejected: list[dict[str, Any]], max_event_bytes: int | None,
-                max_identities: int, now: float, skew: float,
-                namespace_codes: Mapping[str, str]) -> tuple[list[Accepted], list[dict[str, Any]]]:
+def _one_by_one(
+    items: list[Any],
+    rejected: list[dict[str, Any]],
+    max_event_bytes: int | None,
+    max_identities: int,
+    now: float,
+    skew: float,
+    namespace_codes: Mapping[str, str],
+) -> tuple[list[Accepted], list[dict[str, Any]]]:
     """The same rules an event at a time, each under its own guard (the batch path failed)."""
     accepted: list[Accepted] = []
     rejected.clear()
@@ -325,8 +345,7 @@ def _one_by_one(items: list[Any], rejected: list[dict[str, Any]], max_event_byte
         try:
             candidates, events = _prepare([item], mine, namespace_codes)
             cores = [_single(event) for event in events]
-            done = _finish(candidates, events, cores, mine, now + skew, skew, max_identities,
-                           max_event_bytes)
+            done = _finish(candidates, events, cores, mine, now + skew, skew, max_identities, max_event_bytes)
         except Exception as exc:
             mine, done = [{"index": 0, "reason": f"invalid event: {_exc_text(exc)}"}], []
         accepted.extend((index, event, packed) for _, event, packed in done)
@@ -343,6 +362,7 @@ def _single(event: Any) -> Any:
 
 
 # -- reasons ------------------------------------------------------------------------------
+
 
 def _reason(loc: Sequence[Any], error: Any) -> str:
     """A short reason naming the field path, e.g. `identityMap.Email[0].id: must be ...`."""
@@ -421,8 +441,15 @@ def _show(value: Any) -> str:
     return text if len(text) <= 48 else text[:45] + "..."
 
 
-_JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "a number",
-               float: "a number", bool: "a boolean", type(None): "null"}
+_JSON_NAMES = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
 
 
 def _json_type(value: Any) -> str:
@@ -491,6 +518,7 @@ def _describe(event: dict[Any, Any]) -> str:
 
 
 # -- routing identity ---------------------------------------------------------------------
+
 
 def pick_identity(event: Mapping[str, Any], namespaces: Sequence[str]) -> tuple[str, str] | None:
     """The routing identity `(namespace, id)`: the first of `namespaces` present in the

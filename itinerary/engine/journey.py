@@ -130,8 +130,16 @@ def try_enter(
     if entry.condition is not None and not entry.condition(scope):
         return None, []
     instance: dict[str, Any] = {
-        "id": instance_id, "j": journey.id, "v": journey.version, "n": entry.id, "st": RUNNING,
-        "k": 0, "t0": now, "due": None, "msg": None, "ev": event.event,
+        "id": instance_id,
+        "j": journey.id,
+        "v": journey.version,
+        "n": entry.id,
+        "st": RUNNING,
+        "k": 0,
+        "t0": now,
+        "due": None,
+        "msg": None,
+        "ev": event.event,
     }
     effects: list[Effect] = [StepEvent(journey.id, journey.version, instance_id, entry.id, fx.ENTERED)]
     assert entry.next is not None
@@ -165,8 +173,14 @@ def step(
     raise TypeError(f"unknown journey input {type(inp).__name__}")
 
 
-def _on_event(journey: CompiledJourney, node: CompiledNode, instance: dict[str, Any],
-              inp: EventInput, profile: Mapping[str, Any], now: float) -> tuple[dict[str, Any], list[Effect]]:
+def _on_event(
+    journey: CompiledJourney,
+    node: CompiledNode,
+    instance: dict[str, Any],
+    inp: EventInput,
+    profile: Mapping[str, Any],
+    now: float,
+) -> tuple[dict[str, Any], list[Effect]]:
     if node.kind != WAIT_EVENT or instance["st"] != WAITING:
         return instance, []
     scope = {"event": inp.event, "profile": profile, "now": now}
@@ -180,8 +194,14 @@ def _on_event(journey: CompiledJourney, node: CompiledNode, instance: dict[str, 
     return instance, []
 
 
-def _on_timer(journey: CompiledJourney, node: CompiledNode, instance: dict[str, Any],
-              inp: TimerInput, profile: Mapping[str, Any], now: float) -> tuple[dict[str, Any], list[Effect]]:
+def _on_timer(
+    journey: CompiledJourney,
+    node: CompiledNode,
+    instance: dict[str, Any],
+    inp: TimerInput,
+    profile: Mapping[str, Any],
+    now: float,
+) -> tuple[dict[str, Any], list[Effect]]:
     if instance["n"] != inp.node or instance["due"] != inp.due:
         return instance, []  # stale: the instance moved on before the timer fired
     out = dict(instance, due=None, st=RUNNING)
@@ -202,8 +222,14 @@ def _on_timer(journey: CompiledJourney, node: CompiledNode, instance: dict[str, 
     return out, effects
 
 
-def _on_outcome(journey: CompiledJourney, node: CompiledNode, instance: dict[str, Any],
-                outcome: dict[str, Any], profile: Mapping[str, Any], now: float) -> tuple[dict[str, Any], list[Effect]]:
+def _on_outcome(
+    journey: CompiledJourney,
+    node: CompiledNode,
+    instance: dict[str, Any],
+    outcome: dict[str, Any],
+    profile: Mapping[str, Any],
+    now: float,
+) -> tuple[dict[str, Any], list[Effect]]:
     if node.kind != ACTION or instance["st"] != AWAITING or instance["msg"] != outcome.get("id"):
         return instance, []
     kind = outcome.get("outcome")
@@ -228,8 +254,9 @@ def _goto(journey: CompiledJourney, instance: dict[str, Any], target: str, effec
     effects.append(StepEvent(journey.id, journey.version, instance["id"], target, fx.NODE))
 
 
-def _fail(journey: CompiledJourney, instance: dict[str, Any], node: CompiledNode, reason: str,
-          effects: list[Effect]) -> None:
+def _fail(
+    journey: CompiledJourney, instance: dict[str, Any], node: CompiledNode, reason: str, effects: list[Effect]
+) -> None:
     effects.append(StepEvent(journey.id, journey.version, instance["id"], node.id, fx.ERROR, reason))
     if node.on_error is not None:
         _goto(journey, instance, node.on_error, effects)
@@ -244,8 +271,9 @@ def _exit(journey: CompiledJourney, instance: dict[str, Any], reason: str | None
     effects.append(StepEvent(journey.id, journey.version, instance["id"], instance["n"], fx.EXITED, reason))
 
 
-def _run(journey: CompiledJourney, instance: dict[str, Any], profile: Mapping[str, Any], now: float,
-         effects: list[Effect]) -> None:
+def _run(
+    journey: CompiledJourney, instance: dict[str, Any], profile: Mapping[str, Any], now: float, effects: list[Effect]
+) -> None:
     """Advance through non-blocking nodes until one blocks or the journey ends."""
     for _ in range(MAX_TRANSITIONS_PER_STEP):
         if instance["st"] == ENDED:
@@ -275,14 +303,27 @@ def _run(journey: CompiledJourney, instance: dict[str, Any], profile: Mapping[st
     _exit(journey, instance, "too many transitions without a wait", effects)
 
 
-def _send(journey: CompiledJourney, node: CompiledNode, instance: dict[str, Any],
-          profile: Mapping[str, Any], now: float, effects: list[Effect]) -> bool:
+def _send(
+    journey: CompiledJourney,
+    node: CompiledNode,
+    instance: dict[str, Any],
+    profile: Mapping[str, Any],
+    now: float,
+    effects: list[Effect],
+) -> bool:
     """Hand the message to its channel; False when it could not be rendered (error path taken)."""
     assert node.render is not None and node.channel is not None
     scope = {
-        "event": instance["ev"], "profile": profile, "now": now,
-        "journey": {"id": journey.id, "name": journey.name, "version": journey.version,
-                    "instance": instance["id"], "node": node.id},
+        "event": instance["ev"],
+        "profile": profile,
+        "now": now,
+        "journey": {
+            "id": journey.id,
+            "name": journey.name,
+            "version": journey.version,
+            "instance": instance["id"],
+            "node": node.id,
+        },
     }
     try:
         payload = node.render(scope)

@@ -101,11 +101,18 @@ class JourneyEngine:
 
     @staticmethod
     def new_profile(key: str, now: float) -> dict[str, Any]:
-        return {"key": key, "ids": {}, "attrs": {"identities": {}}, "seen": [], "journeys": {},
-                "hist": {}, "created": now, "updated": now}
+        return {
+            "key": key,
+            "ids": {},
+            "attrs": {"identities": {}},
+            "seen": [],
+            "journeys": {},
+            "hist": {},
+            "created": now,
+            "updated": now,
+        }
 
-    def apply_event(self, profile: dict[str, Any], name: str, event: dict[str, Any],
-                    now: float) -> list[Effect] | None:
+    def apply_event(self, profile: dict[str, Any], name: str, event: dict[str, Any], now: float) -> list[Effect] | None:
         """Apply an event matched to definition `name`; None when it is a duplicate."""
         if not self._remember(profile, event.get("_id")):
             return None
@@ -133,16 +140,18 @@ class JourneyEngine:
         for journey in self._entries.get(name, ()):
             hist = profile["hist"].get(journey.id)
             history = (hist[0], hist[1]) if hist else (0, None)
-            instance, out = jr.try_enter(journey, jr.EventInput(name, event), attrs, history,
-                                         journey.id in journeys, profile["key"], now)
+            instance, out = jr.try_enter(
+                journey, jr.EventInput(name, event), attrs, history, journey.id in journeys, profile["key"], now
+            )
             if instance is not None:
                 profile["hist"][journey.id] = [history[0] + 1, history[1]]
                 self._store(profile, instance, now)
             effects.extend(out)
         return effects
 
-    def apply_timer(self, profile: dict[str, Any], journey_id: str, instance_id: str, node: str,
-                    due: float, now: float) -> list[Effect]:
+    def apply_timer(
+        self, profile: dict[str, Any], journey_id: str, instance_id: str, node: str, due: float, now: float
+    ) -> list[Effect]:
         instance = profile["journeys"].get(journey_id)
         if instance is None or instance["id"] != instance_id:
             return []  # the instance ended or was replaced: a stale timer
@@ -166,8 +175,11 @@ class JourneyEngine:
                     self._store(profile, updated, now)
         name = f"message.{outcome.get('outcome')}"
         if self.cares_about(name):
-            event = {"_id": f"{outcome.get('id')}#{outcome.get('outcome')}",
-                     "eventType": f"itinerary.{name}", "message": outcome}
+            event = {
+                "_id": f"{outcome.get('id')}#{outcome.get('outcome')}",
+                "eventType": f"itinerary.{name}",
+                "message": outcome,
+            }
             effects.extend(self.dispatch(profile, name, event, now))
         return effects
 

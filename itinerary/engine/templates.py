@@ -48,11 +48,19 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "*":
             for seq, times in ((left, right), (right, left)):
-                if (isinstance(seq, str | list | tuple) and isinstance(times, int)
-                        and len(seq) * times > MAX_OUTPUT_BYTES):
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(times, int)
+                    and len(seq) * times > MAX_OUTPUT_BYTES
+                ):
                     raise SecurityError("repetition result too large")
-        elif (operator == "**" and isinstance(left, int) and isinstance(right, int)
-              and right > 0 and left.bit_length() * right > _MAX_POWER_BITS):
+        elif (
+            operator == "**"
+            and isinstance(left, int)
+            and isinstance(right, int)
+            and right > 0
+            and left.bit_length() * right > _MAX_POWER_BITS
+        ):
             raise SecurityError("power result too large")
         return super().call_binop(context, operator, left, right)
 

@@ -74,15 +74,14 @@ def namespace_code(key: str, namespace_codes: Mapping[str, str] = DEFAULT_NAMESP
     """
     if not key.startswith(NAMESPACE_URI_PREFIX):
         return key
-    ident = key[len(NAMESPACE_URI_PREFIX):].strip("/")
+    ident = key[len(NAMESPACE_URI_PREFIX) :].strip("/")
     code = namespace_codes.get(ident)
     if code is not None:
         return code
     return f"NS{ident}" if ident.isdigit() else ident
 
 
-def normalise(event: dict[str, Any],
-              namespace_codes: Mapping[str, str] = DEFAULT_NAMESPACE_CODES) -> dict[str, Any]:
+def normalise(event: dict[str, Any], namespace_codes: Mapping[str, str] = DEFAULT_NAMESPACE_CODES) -> dict[str, Any]:
     """The short form of a JSON-LD event; a short-form event is returned as is (same object).
 
     Raises ValueError naming the place when the event nests deeper than MAX_DEPTH levels
@@ -119,10 +118,10 @@ def normalise(event: dict[str, Any],
             sub_path = _join(holder_path, short)
             existing = holder.get(short, _MISSING)
             if existing is not _MISSING and not _mergeable(existing, value, identity_map):
-                raise ValueError(f"{sub_path}: {key!r} collides with another key that "
-                                 f"maps to {short!r}")
-            holder[short] = _target(value, existing, depth, sub_path,
-                                    short == "identityMap" and not identity_map, pending)
+                raise ValueError(f"{sub_path}: {key!r} collides with another key that maps to {short!r}")
+            holder[short] = _target(
+                value, existing, depth, sub_path, short == "identityMap" and not identity_map, pending
+            )
     return root
 
 
@@ -149,8 +148,7 @@ def _mergeable(existing: Any, value: Any, identity_map: bool) -> bool:
     return identity_map and type(existing) is list and type(value) is list
 
 
-def _target(value: Any, existing: Any, depth: int, path: str, identity_map: bool,
-            pending: deque[_Work]) -> Any:
+def _target(value: Any, existing: Any, depth: int, path: str, identity_map: bool, pending: deque[_Work]) -> Any:
     """The container that will hold the converted `value` (filled later from `pending`),
     or `value` itself when it is a scalar. `existing` is reused when merging."""
     if type(value) is dict:

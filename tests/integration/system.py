@@ -50,10 +50,16 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, interval: f
     return predicate()
 
 
-def http(method: str, url: str, body: bytes | None = None, content_type: str = "application/json",
-         headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:
-    request = urllib.request.Request(url, data=body, method=method,
-                                     headers={"Content-Type": content_type, **(headers or {})})
+def http(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any, dict[str, str]]:
+    request = urllib.request.Request(
+        url, data=body, method=method, headers={"Content-Type": content_type, **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             raw = response.read()
@@ -76,9 +82,11 @@ def test_config(smtp: SmtpReceiver, hooks: WebhookReceiver, flaky: WebhookReceiv
     os.environ["ITINERARY_TEST_TOKEN"] = TOKEN
     limit = {"calls": 1000, "period": "PT1S", "burst": 100}
     events = {
-        "registration": {"rule": "event.eventType == 'web.formFilledOut'", "namespace": "Email",
-                         "profile_fields": {"email": "event.personalEmail.address",
-                                            "firstName": "event.person.name.firstName"}},
+        "registration": {
+            "rule": "event.eventType == 'web.formFilledOut'",
+            "namespace": "Email",
+            "profile_fields": {"email": "event.personalEmail.address", "firstName": "event.person.name.firstName"},
+        },
         "cart_add": {"rule": "event.eventType == 'commerce.productListAdds'"},
         "purchase": {"rule": "event.eventType == 'commerce.purchases' or exists(event.commerce.order.purchaseID)"},
         "poi_entry": {"rule": "event.placeContext.POIinteraction.poiEntries.value > 0"},
@@ -90,45 +98,115 @@ def test_config(smtp: SmtpReceiver, hooks: WebhookReceiver, flaky: WebhookReceiv
     channels = {
         "email": {"type": "email", "port": smtp.port, "sender": "shop@example.com", "limit": limit},
         "loyalty": {"type": "webhook", "url": f"{hooks.url}/loyalty", "token": token, "limit": limit},
-        "limited": {"type": "webhook", "url": f"{hooks.url}/limited", "token": token,
-                    "limit": {"calls": 20, "period": "PT1S", "burst": 1, "mode": "throttle"}},
-        "flaky": {"type": "webhook", "url": f"{flaky.url}/flaky", "token": token, "timeout": "PT2S",
-                  "retry": {"max_retries": 3, "backoff": "PT0.05S", "max_backoff": "PT0.2S"}},
+        "limited": {
+            "type": "webhook",
+            "url": f"{hooks.url}/limited",
+            "token": token,
+            "limit": {"calls": 20, "period": "PT1S", "burst": 1, "mode": "throttle"},
+        },
+        "flaky": {
+            "type": "webhook",
+            "url": f"{flaky.url}/flaky",
+            "token": token,
+            "timeout": "PT2S",
+            "retry": {"max_retries": 3, "backoff": "PT0.05S", "max_backoff": "PT0.2S"},
+        },
     }
 
     def action(node: str, channel: str, **payload: str) -> dict[str, Any]:
-        return {"type": "action", "channel": channel, "payload": payload or {"p": "profile.identities.Email"},
-                "next": "done", "on_error": "failed"}
+        return {
+            "type": "action",
+            "channel": channel,
+            "payload": payload or {"p": "profile.identities.Email"},
+            "next": "done",
+            "on_error": "failed",
+        }
 
     journeys = [
-        {"id": "welcome", "nodes": {
-            "start": {"type": "entry", "event": "registration", "next": "mail"},
-            "mail": {"type": "action", "channel": "email", "next": "enrol", "on_error": "failed",
-                     "message": {"to": "profile.email", "subject": "Welcome {{ profile.firstName }}",
-                                 "text": "Hello {{ profile.firstName | default('there') }}"}},
-            "enrol": {"type": "action", "channel": "loyalty", "next": "done", "on_error": "failed",
-                      "payload": {"email": "profile.email", "name": "profile.firstName"}},
-            "done": {"type": "end"}, "failed": {"type": "end"}}},
-        {"id": "cart", "reentrance": {"allowed": True, "wait": "PT1S"}, "nodes": {
-            "start": {"type": "entry", "event": "cart_add", "next": "wait"},
-            "wait": {"type": "wait_event", "events": [{"event": "purchase", "next": "bought"}],
-                     "timeout": "PT30M", "on_timeout": "remind"},
-            "remind": {"type": "action", "channel": "email", "next": "done", "on_error": "failed",
-                       "message": {"to": "concat(profile.identities.Email)",
-                                   "subject": "Still want {{ event.productListItems[0].name }}?",
-                                   "text": "Your cart misses you"}},
-            "bought": {"type": "end"}, "done": {"type": "end"}, "failed": {"type": "end"}}},
-        {"id": "burst", "reentrance": {"allowed": True, "wait": "PT0S"}, "nodes": {
-            "start": {"type": "entry", "event": "ping", "next": "call"},
-            "call": action("call", "limited", n="event.n"),
-            "done": {"type": "end"}, "failed": {"type": "end"}}},
-        {"id": "fragile", "reentrance": {"allowed": True, "wait": "PT0S"}, "nodes": {
-            "start": {"type": "entry", "event": "flaky", "next": "call"},
-            "call": action("call", "flaky", n="event.n"),
-            "done": {"type": "end"}, "failed": {"type": "end"}}},
+        {
+            "id": "welcome",
+            "nodes": {
+                "start": {"type": "entry", "event": "registration", "next": "mail"},
+                "mail": {
+                    "type": "action",
+                    "channel": "email",
+                    "next": "enrol",
+                    "on_error": "failed",
+                    "message": {
+                        "to": "profile.email",
+                        "subject": "Welcome {{ profile.firstName }}",
+                        "text": "Hello {{ profile.firstName | default('there') }}",
+                    },
+                },
+                "enrol": {
+                    "type": "action",
+                    "channel": "loyalty",
+                    "next": "done",
+                    "on_error": "failed",
+                    "payload": {"email": "profile.email", "name": "profile.firstName"},
+                },
+                "done": {"type": "end"},
+                "failed": {"type": "end"},
+            },
+        },
+        {
+            "id": "cart",
+            "reentrance": {"allowed": True, "wait": "PT1S"},
+            "nodes": {
+                "start": {"type": "entry", "event": "cart_add", "next": "wait"},
+                "wait": {
+                    "type": "wait_event",
+                    "events": [{"event": "purchase", "next": "bought"}],
+                    "timeout": "PT30M",
+                    "on_timeout": "remind",
+                },
+                "remind": {
+                    "type": "action",
+                    "channel": "email",
+                    "next": "done",
+                    "on_error": "failed",
+                    "message": {
+                        "to": "concat(profile.identities.Email)",
+                        "subject": "Still want {{ event.productListItems[0].name }}?",
+                        "text": "Your cart misses you",
+                    },
+                },
+                "bought": {"type": "end"},
+                "done": {"type": "end"},
+                "failed": {"type": "end"},
+            },
+        },
+        {
+            "id": "burst",
+            "reentrance": {"allowed": True, "wait": "PT0S"},
+            "nodes": {
+                "start": {"type": "entry", "event": "ping", "next": "call"},
+                "call": action("call", "limited", n="event.n"),
+                "done": {"type": "end"},
+                "failed": {"type": "end"},
+            },
+        },
+        {
+            "id": "fragile",
+            "reentrance": {"allowed": True, "wait": "PT0S"},
+            "nodes": {
+                "start": {"type": "entry", "event": "flaky", "next": "call"},
+                "call": action("call", "flaky", n="event.n"),
+                "done": {"type": "end"},
+                "failed": {"type": "end"},
+            },
+        },
     ]
-    return AppConfig.model_validate({
-        "runtime": {"shards": 2, "partitions": 256, "ray_namespace": f"itinerary-test-{uuid.uuid4().hex[:8]}",
-                    "ingress": {"port": 0, "max_body_bytes": 1024 * 1024}},
-        "events": events, "channels": channels, "journeys": journeys,
-    })
+    return AppConfig.model_validate(
+        {
+            "runtime": {
+                "shards": 2,
+                "partitions": 256,
+                "ray_namespace": f"itinerary-test-{uuid.uuid4().hex[:8]}",
+                "ingress": {"port": 0, "max_body_bytes": 1024 * 1024},
+            },
+            "events": events,
+            "channels": channels,
+            "journeys": journeys,
+        }
+    )

@@ -15,8 +15,12 @@ NOW = "2026-11-29T10:00:00.000Z"
 
 
 def page_view(email: str) -> dict[str, Any]:
-    return {"_id": uuid.uuid4().hex, "timestamp": NOW, "eventType": "page-view",
-            "identityMap": {"Email": [{"id": email}]}}
+    return {
+        "_id": uuid.uuid4().hex,
+        "timestamp": NOW,
+        "eventType": "page-view",
+        "identityMap": {"Email": [{"id": email}]},
+    }
 
 
 def test_a_killed_gateway_is_restarted_by_ray_and_keeps_delivering(system: dict[str, Any]) -> None:
@@ -27,9 +31,14 @@ def test_a_killed_gateway_is_restarted_by_ray_and_keeps_delivering(system: dict[
     ray.kill(gateway, no_restart=False)
     assert wait_until(lambda: _answers(gateway), timeout=60)
     email = f"k-{uuid.uuid4().hex[:8]}@example.com"
-    registration = {"_id": uuid.uuid4().hex, "timestamp": NOW, "eventType": "web.formFilledOut",
-                    "identityMap": {"Email": [{"id": email}]}, "personalEmail": {"address": email},
-                    "person": {"name": {"firstName": "Kim"}}}
+    registration = {
+        "_id": uuid.uuid4().hex,
+        "timestamp": NOW,
+        "eventType": "web.formFilledOut",
+        "identityMap": {"Email": [{"id": email}]},
+        "personalEmail": {"address": email},
+        "person": {"name": {"firstName": "Kim"}},
+    }
     assert post_events(system["url"], registration)[0] == 202
     assert wait_until(lambda: any(r.body.get("email") == email for r in system["hooks"].received), timeout=30)
 
@@ -57,13 +66,22 @@ def test_an_actor_gone_for_good_is_recreated_by_the_supervisor(system: dict[str,
 def test_cli_send_and_status(system: dict[str, Any], tmp_path: Path) -> None:
     file = tmp_path / "events.json"
     file.write_text(json.dumps([page_view("cli@example.com"), {"not": "an event"}]))
-    sent = subprocess.run([sys.executable, "-m", "itinerary.cli", "send", str(file), "--url", system["url"]],
-                          capture_output=True, text=True, timeout=60)
+    sent = subprocess.run(
+        [sys.executable, "-m", "itinerary.cli", "send", str(file), "--url", system["url"]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert sent.returncode == 0, sent.stderr
     answer = json.loads(sent.stdout)
     assert answer["accepted"] == 1 and answer["rejected"][0]["index"] == 1
-    status = subprocess.run([sys.executable, "-m", "itinerary.cli", "status", "--url", system["url"]],
-                            capture_output=True, text=True, timeout=60, env={"COLUMNS": "200", "PATH": ""})
+    status = subprocess.run(
+        [sys.executable, "-m", "itinerary.cli", "status", "--url", system["url"]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"COLUMNS": "200", "PATH": ""},
+    )
     assert status.returncode == 0, status.stderr
     for heading in ("Profile shards", "Journeys", "Channel gateways", "Ingress", "profile-shard-00", "welcome"):
         assert heading in status.stdout

@@ -148,9 +148,7 @@ async def test_webhook_delivery_with_bearer_token_and_idempotency_key(
     assert await receiver.wait_for(5, timeout=1.0)
     final = sink.final()
     assert {o["outcome"] for o in final.values()} == {SENT}
-    assert all(
-        o["status"] == 200 and o["attempts"] == 1 and o["reason"] is None for o in final.values()
-    )
+    assert all(o["status"] == 200 and o["attempts"] == 1 and o["reason"] is None for o in final.values())
     assert receiver.unique_keys == {request(i)["id"] for i in range(5)}
     assert receiver.duplicates == 0
     got = sorted(receiver.received, key=lambda r: r.body["n"])
@@ -158,9 +156,7 @@ async def test_webhook_delivery_with_bearer_token_and_idempotency_key(
     assert {(r.path, r.method) for r in got} == {("/v1/send", "POST")}
 
 
-async def test_wrong_token_fails_once_without_retry(
-    receiver: WebhookReceiver, gateway: GatewayFactory
-) -> None:
+async def test_wrong_token_fails_once_without_retry(receiver: WebhookReceiver, gateway: GatewayFactory) -> None:
     gw, sink = await gateway(webhook_config(receiver.url, token="wrong-token"))
     gw.submit([request(1)])
     assert await sink.wait_final(1)
@@ -172,9 +168,7 @@ async def test_wrong_token_fails_once_without_retry(
     assert gw.stats()["retries"] == 0
 
 
-async def test_server_error_then_success_is_delivered_once(
-    receiver: WebhookReceiver, gateway: GatewayFactory
-) -> None:
+async def test_server_error_then_success_is_delivered_once(receiver: WebhookReceiver, gateway: GatewayFactory) -> None:
     receiver.script([500])
     gw, sink = await gateway(webhook_config(receiver.url))
     gw.submit([request(1)])
@@ -258,9 +252,7 @@ def arrival_rate(receiver: WebhookReceiver) -> float:
     return (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
 
 
-async def test_throttled_messages_expire_after_max_age(
-    receiver: WebhookReceiver, gateway: GatewayFactory
-) -> None:
+async def test_throttled_messages_expire_after_max_age(receiver: WebhookReceiver, gateway: GatewayFactory) -> None:
     clock = FakeClock()
     limit = LimitConfig(calls=1, period=HOUR, burst=1, max_age=MINUTE)
     gw, sink = await gateway(webhook_config(receiver.url, limit=limit), clock=clock)
@@ -285,9 +277,7 @@ async def test_throttled_messages_expire_after_max_age(
     assert len(receiver.received) == 1
 
 
-async def test_cap_mode_fails_the_excess_at_once(
-    receiver: WebhookReceiver, gateway: GatewayFactory
-) -> None:
+async def test_cap_mode_fails_the_excess_at_once(receiver: WebhookReceiver, gateway: GatewayFactory) -> None:
     limit = LimitConfig(calls=5, period=SECOND, burst=5, mode="cap")
     gw, sink = await gateway(webhook_config(receiver.url, limit=limit))
     assert gw.submit([request(i) for i in range(8)]) == {"queued": 5, "rejected": 3}
@@ -353,9 +343,7 @@ async def test_email_sessions_are_reused(smtp: SmtpReceiver, gateway: GatewayFac
     assert 1 <= smtp.sessions <= 2
 
 
-async def test_email_soft_bounce_is_retried_and_hard_bounce_is_not(
-    smtp: SmtpReceiver, gateway: GatewayFactory
-) -> None:
+async def test_email_soft_bounce_is_retried_and_hard_bounce_is_not(smtp: SmtpReceiver, gateway: GatewayFactory) -> None:
     smtp.script(["451 4.3.0 try again later", "550 5.1.1 mailbox unavailable"])
     gw, sink = await gateway(email_config(smtp.port, max_connections=1), name="email")
     gw.submit([mail_request(1)])
@@ -382,9 +370,7 @@ async def test_email_relay_down_is_retried_then_fails(gateway: GatewayFactory) -
     assert str(port) in outcome["reason"]
 
 
-async def test_bad_email_payload_fails_without_retry(
-    smtp: SmtpReceiver, gateway: GatewayFactory
-) -> None:
+async def test_bad_email_payload_fails_without_retry(smtp: SmtpReceiver, gateway: GatewayFactory) -> None:
     gw, sink = await gateway(email_config(smtp.port), name="email")
     gw.submit([request(1, channel="email", payload={"subject": "no recipient"})])
     assert await sink.wait_final(1)
@@ -398,18 +384,14 @@ class RecordingObserver:
         self.outcomes: list[tuple[str, str, float, float | None]] = []
         self.depths: list[int] = []
 
-    def on_outcome(
-        self, channel: str, outcome: Outcome, limiter_delay: float, delivery_latency: float | None
-    ) -> None:
+    def on_outcome(self, channel: str, outcome: Outcome, limiter_delay: float, delivery_latency: float | None) -> None:
         self.outcomes.append((channel, outcome["outcome"], limiter_delay, delivery_latency))
 
     def on_queue_depth(self, channel: str, depth: int) -> None:
         self.depths.append(depth)
 
 
-async def test_observer_sees_outcomes_latency_and_depth(
-    receiver: WebhookReceiver, gateway: GatewayFactory
-) -> None:
+async def test_observer_sees_outcomes_latency_and_depth(receiver: WebhookReceiver, gateway: GatewayFactory) -> None:
     observer = RecordingObserver()
     gw, sink = await gateway(webhook_config(receiver.url), observer=observer)
     event_ts = time.time() - 2.0
@@ -425,9 +407,7 @@ async def test_observer_sees_outcomes_latency_and_depth(
     assert observer.depths[0] == 2
 
 
-async def test_a_failing_sink_does_not_stop_the_gateway(
-    receiver: WebhookReceiver, gateway: GatewayFactory
-) -> None:
+async def test_a_failing_sink_does_not_stop_the_gateway(receiver: WebhookReceiver, gateway: GatewayFactory) -> None:
     delivered: list[Outcome] = []
     calls = 0
 
@@ -507,9 +487,7 @@ async def test_stop_abandons_queued_and_in_flight_work_quickly(
     assert sink.final() == {}  # left to the outbox that handed them over
 
 
-async def test_a_throttled_retry_spends_a_rate_slot(
-    receiver: WebhookReceiver, gateway: GatewayFactory
-) -> None:
+async def test_a_throttled_retry_spends_a_rate_slot(receiver: WebhookReceiver, gateway: GatewayFactory) -> None:
     receiver.script([503])
     limit = LimitConfig(calls=5, period=SECOND, burst=1)  # one call per 200 ms
     retry = RetryConfig(max_retries=1, backoff=ms(1), max_backoff=ms(1))

@@ -17,8 +17,13 @@ NOW = "2026-11-29T10:00:00.000Z"
 
 
 def ev(event_type: str, email: str, **fields: Any) -> dict[str, Any]:
-    return {"_id": uuid.uuid4().hex, "timestamp": NOW, "eventType": event_type,
-            "identityMap": {"Email": [{"id": email, "primary": True}]}, **fields}
+    return {
+        "_id": uuid.uuid4().hex,
+        "timestamp": NOW,
+        "eventType": event_type,
+        "identityMap": {"Email": [{"id": email, "primary": True}]},
+        **fields,
+    }
 
 
 def registration(email: str, name: str) -> dict[str, Any]:
@@ -124,6 +129,7 @@ def test_a_401_is_not_retried_and_the_journey_takes_its_error_path(system: dict[
 
 # -- bad input gets the documented answers and crashes nothing --------------------------
 
+
 def test_malformed_json_is_a_400(system: dict[str, Any]) -> None:
     code, body, _ = http("POST", f"{system['url']}/v1/events", b"{not json")
     assert code == 400 and "not valid JSON" in body["error"]
@@ -144,8 +150,12 @@ def test_each_bad_event_gets_a_reason_and_the_good_ones_are_accepted(system: dic
     good = ev("page-view", "ok@example.com")
     unknown = ev("media.sessionStart", "ok@example.com")
     no_identity = {"_id": "x1", "timestamp": NOW, "eventType": "page-view"}
-    wrong_namespace = {"_id": "x2", "timestamp": NOW, "eventType": "page-view",
-                       "identityMap": {"Loyalty": [{"id": "42"}]}}
+    wrong_namespace = {
+        "_id": "x2",
+        "timestamp": NOW,
+        "eventType": "page-view",
+        "identityMap": {"Loyalty": [{"id": "42"}]},
+    }
     bad_time = dict(good, _id="x3", timestamp="yesterday")
     code, body = post_events(system["url"], [good, unknown, no_identity, wrong_namespace, bad_time, 7])
     assert code == 202 and body["accepted"] == 1

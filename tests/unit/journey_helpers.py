@@ -8,9 +8,11 @@ from itinerary.catalog import Catalog
 from itinerary.config.app import AppConfig
 
 EVENTS = {
-    "registration": {"rule": "event.eventType == 'web.formFilledOut'", "namespace": "Email",
-                     "profile_fields": {"email": "event.personalEmail.address",
-                                        "firstName": "event.person.name.firstName"}},
+    "registration": {
+        "rule": "event.eventType == 'web.formFilledOut'",
+        "namespace": "Email",
+        "profile_fields": {"email": "event.personalEmail.address", "firstName": "event.person.name.firstName"},
+    },
     "cart_add": {"rule": "event.eventType == 'commerce.productListAdds'"},
     "purchase": {"rule": "event.eventType == 'commerce.purchases'"},
 }
@@ -22,15 +24,23 @@ CHANNELS = {
 
 def catalog(*journeys: dict[str, Any], **runtime: Any) -> Catalog:
     app = AppConfig.model_validate(
-        {"runtime": runtime, "events": EVENTS, "channels": CHANNELS, "journeys": list(journeys)})
+        {"runtime": runtime, "events": EVENTS, "channels": CHANNELS, "journeys": list(journeys)}
+    )
     return Catalog.build(app, "test.yaml")
 
 
 def event(kind: str, n: int, ts: str = "2026-11-29T10:00:00Z", **extra: Any) -> dict[str, Any]:
-    event_type = {"registration": "web.formFilledOut", "cart_add": "commerce.productListAdds",
-                  "purchase": "commerce.purchases"}[kind]
-    body: dict[str, Any] = {"_id": f"{kind}-{n}", "timestamp": ts, "eventType": event_type,
-                            "identityMap": {"Email": [{"id": "ann@example.com", "primary": True}]}}
+    event_type = {
+        "registration": "web.formFilledOut",
+        "cart_add": "commerce.productListAdds",
+        "purchase": "commerce.purchases",
+    }[kind]
+    body: dict[str, Any] = {
+        "_id": f"{kind}-{n}",
+        "timestamp": ts,
+        "eventType": event_type,
+        "identityMap": {"Email": [{"id": "ann@example.com", "primary": True}]},
+    }
     if kind == "registration":
         body["personalEmail"] = {"address": "ann@example.com"}
         body["person"] = {"name": {"firstName": "Ann"}}
@@ -44,9 +54,17 @@ WELCOME = {
     "id": "welcome",
     "nodes": {
         "start": {"type": "entry", "event": "registration", "next": "send"},
-        "send": {"type": "action", "channel": "email", "next": "done", "on_error": "failed",
-                 "message": {"to": "profile.email", "subject": "Welcome {{ profile.firstName }}",
-                             "text": "Hi {{ profile.firstName | default('there') }}"}},
+        "send": {
+            "type": "action",
+            "channel": "email",
+            "next": "done",
+            "on_error": "failed",
+            "message": {
+                "to": "profile.email",
+                "subject": "Welcome {{ profile.firstName }}",
+                "text": "Hi {{ profile.firstName | default('there') }}",
+            },
+        },
         "done": {"type": "end"},
         "failed": {"type": "end"},
     },
@@ -57,15 +75,33 @@ CART = {
     "reentrance": {"allowed": True, "wait": "PT10M"},
     "nodes": {
         "start": {"type": "entry", "event": "cart_add", "next": "wait"},
-        "wait": {"type": "wait_event", "events": [{"event": "purchase", "next": "bought"}],
-                 "timeout": "PT30M", "on_timeout": "has_email"},
-        "has_email": {"type": "condition", "branches": [{"when": "exists(profile.email)", "next": "mail"}],
-                      "else": "push"},
-        "mail": {"type": "action", "channel": "email", "next": "done",
-                 "message": {"to": "profile.email", "subject": "You left {{ event.productListItems[0].name }}",
-                             "text": "Come back"}},
-        "push": {"type": "action", "channel": "push", "next": "done",
-                 "payload": {"sku": "event.productListItems[0].SKU", "who": "profile.identities.Email"}},
+        "wait": {
+            "type": "wait_event",
+            "events": [{"event": "purchase", "next": "bought"}],
+            "timeout": "PT30M",
+            "on_timeout": "has_email",
+        },
+        "has_email": {
+            "type": "condition",
+            "branches": [{"when": "exists(profile.email)", "next": "mail"}],
+            "else": "push",
+        },
+        "mail": {
+            "type": "action",
+            "channel": "email",
+            "next": "done",
+            "message": {
+                "to": "profile.email",
+                "subject": "You left {{ event.productListItems[0].name }}",
+                "text": "Come back",
+            },
+        },
+        "push": {
+            "type": "action",
+            "channel": "push",
+            "next": "done",
+            "payload": {"sku": "event.productListItems[0].SKU", "who": "profile.identities.Email"},
+        },
         "bought": {"type": "end"},
         "done": {"type": "end"},
     },

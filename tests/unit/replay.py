@@ -47,8 +47,15 @@ def replay(stream: dict[str, Any]) -> list[list[Any]]:
             execute(engine.apply_event(profile, item["event"], body, at), at)
         elif "outcome" in item:
             send = last_send[item["node"]]
-            request = {"id": send.message_id, "channel": send.channel, "shard": 0, "profile": key,
-                       "journey": send.journey, "instance": send.instance, "node": send.node}
+            request = {
+                "id": send.message_id,
+                "channel": send.channel,
+                "shard": 0,
+                "profile": key,
+                "journey": send.journey,
+                "instance": send.instance,
+                "node": send.node,
+            }
             outcome = outcome_for(request, item["outcome"], at=at, reason=item.get("reason"))
             execute(engine.apply_outcome(profile, outcome, at), at)
     return steps

@@ -22,9 +22,13 @@ def test_demo_config_loads_and_compiles() -> None:
 
 
 def test_environment_overrides_reach_nested_keys_and_hyphenated_names() -> None:
-    env = {**ENV, "ITINERARY__RUNTIME__SHARDS": "4", "ITINERARY__RUNTIME__INGRESS__PORT": "9999",
-           "ITINERARY__CHANNELS__LOYALTY_API__URL": "http://10.1.2.3:8000/hook",
-           "ITINERARY__JOURNEYS__0__STATUS": "closed"}
+    env = {
+        **ENV,
+        "ITINERARY__RUNTIME__SHARDS": "4",
+        "ITINERARY__RUNTIME__INGRESS__PORT": "9999",
+        "ITINERARY__CHANNELS__LOYALTY_API__URL": "http://10.1.2.3:8000/hook",
+        "ITINERARY__JOURNEYS__0__STATUS": "closed",
+    }
     app = load_config(DEMO_CONFIG, env=env)
     assert app.runtime.shards == 4
     assert app.runtime.ingress.port == 9999
@@ -53,7 +57,9 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_invalid_duration_names_file_and_path(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 events: {buy: {rule: "event.eventType == 'x'"}}
 journeys:
   - id: j
@@ -61,7 +67,8 @@ journeys:
       start: {type: entry, event: buy, next: pause}
       pause: {type: wait, duration: PT1, next: end}
       end: {type: end}
-""")
+""",
+    )
     with pytest.raises(ConfigError) as err:
         load_config(path, env={})
     assert err.value.file == str(path)
@@ -70,7 +77,7 @@ journeys:
 
 
 def test_bad_rule_reports_the_position(tmp_path: Path) -> None:
-    path = write(tmp_path, "events: {buy: {rule: \"event.eventType == \"}}\n")
+    path = write(tmp_path, 'events: {buy: {rule: "event.eventType == "}}\n')
     app = load_config(path, env={})
     with pytest.raises(ConfigError) as err:
         Catalog.build(app, str(path))

@@ -31,8 +31,10 @@ def test_plain_text_message_round_trips() -> None:
 
 
 def test_unicode_subject_and_html_alternative() -> None:
-    raw = build_message(request(subject="Bienvenue Zoë — 10 % offerts", text="Déjà là ?",
-                                html="<p>Déjà <b>là</b> ?</p>"), "shop@example.com")
+    raw = build_message(
+        request(subject="Bienvenue Zoë — 10 % offerts", text="Déjà là ?", html="<p>Déjà <b>là</b> ?</p>"),
+        "shop@example.com",
+    )
     msg = parse(raw)
     assert str(make_header(decode_header(msg["Subject"]))) == "Bienvenue Zoë — 10 % offerts"
     assert msg.get_content_type() == "multipart/alternative"

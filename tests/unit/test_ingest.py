@@ -22,9 +22,10 @@ STAMP = "2026-11-29T09:59:00.250Z"
 
 def event(n: int = 0, **fields: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "_id": f"e{n}", "timestamp": STAMP, "eventType": "commerce.productListAdds",
-        "identityMap": {"Email": [{"id": f"user{n}@example.com", "primary": True}],
-                        "ECID": [{"id": f"{n:038d}"}]},
+        "_id": f"e{n}",
+        "timestamp": STAMP,
+        "eventType": "commerce.productListAdds",
+        "identityMap": {"Email": [{"id": f"user{n}@example.com", "primary": True}], "ECID": [{"id": f"{n:038d}"}]},
         "commerce": {"productListAdds": {"value": 1}},
         "productListItems": [{"SKU": "SKU-1", "name": "Tent", "priceTotal": 199.0, "quantity": 1}],
     }
@@ -44,6 +45,7 @@ def validate(items: list[Any], **options: Any) -> tuple[list[Any], list[dict[str
 
 
 # -- parse_body ---------------------------------------------------------------------------
+
 
 def test_json_object_is_one_item() -> None:
     assert parse_body(b'{"a": 1}', "application/json", max_events=10) == [{"a": 1}]
@@ -85,29 +87,60 @@ def test_ndjson_is_one_event_per_line() -> None:
     assert info.value.status == 413
 
 
-@pytest.mark.parametrize(("body", "content_type", "status", "reason"), [
-    (b'{"a": ', "application/json", 400, "body is not valid JSON: EOF while parsing a value at line 1 column 6"),
-    (b'{"a": "\xff"}', "application/json", 400,
-     "body is not valid JSON: invalid unicode code point at line 1 column 8"),
-    (b"", "application/json", 400, "body is not valid JSON: it is empty"),
-    (b"  \n", "application/json", 400, "body is not valid JSON: it is empty"),
-    (b'{"a": NaN}', "application/json", 400, "body is not valid JSON: expected value at line 1 column 7"),
-    (b"42", "application/json", 400, "body must be a JSON object or an array of objects, not a number"),
-    (b'"x"', "application/json", 400, "body must be a JSON object or an array of objects, not a string"),
-    (b"\xc1", "application/msgpack", 400, "body is not valid msgpack: FormatError"),
-    (b"\x81\xa1a", "application/msgpack", 400, "body is not valid msgpack: Unpack failed: incomplete input"),
-    (msgpack.packb({}) + b"\x01", "application/msgpack", 400,
-     "body is not valid msgpack: unpack(b) received extra data."),
-    (b"\xa2\xff\xfe", "application/msgpack", 400, "body is not valid msgpack: a string is not valid UTF-8"),
-    (msgpack.packb(5), "application/msgpack", 400,
-     "body must be a msgpack object or an array of objects, not a number"),
-    (b"a,b", "text/csv", 415, "unsupported content type 'text/csv': use application/json or application/msgpack"),
-    (b"{}", "", 415, "unsupported content type 'none': use application/json or application/msgpack"),
-    (b"[{}, {}, {}]", "application/json", 413, "3 events in one request, over the limit of 2"),
-    (msgpack.packb([{}, {}, {}]), "application/msgpack", 413, "3 events in one request, over the limit of 2"),
-], ids=["truncated", "invalid-utf8", "empty", "blank", "nan", "number", "string", "msgpack-format",
-        "msgpack-truncated", "msgpack-extra", "msgpack-utf8", "msgpack-number", "csv", "no-type",
-        "too-many", "too-many-msgpack"])
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "reason"),
+    [
+        (b'{"a": ', "application/json", 400, "body is not valid JSON: EOF while parsing a value at line 1 column 6"),
+        (
+            b'{"a": "\xff"}',
+            "application/json",
+            400,
+            "body is not valid JSON: invalid unicode code point at line 1 column 8",
+        ),
+        (b"", "application/json", 400, "body is not valid JSON: it is empty"),
+        (b"  \n", "application/json", 400, "body is not valid JSON: it is empty"),
+        (b'{"a": NaN}', "application/json", 400, "body is not valid JSON: expected value at line 1 column 7"),
+        (b"42", "application/json", 400, "body must be a JSON object or an array of objects, not a number"),
+        (b'"x"', "application/json", 400, "body must be a JSON object or an array of objects, not a string"),
+        (b"\xc1", "application/msgpack", 400, "body is not valid msgpack: FormatError"),
+        (b"\x81\xa1a", "application/msgpack", 400, "body is not valid msgpack: Unpack failed: incomplete input"),
+        (
+            msgpack.packb({}) + b"\x01",
+            "application/msgpack",
+            400,
+            "body is not valid msgpack: unpack(b) received extra data.",
+        ),
+        (b"\xa2\xff\xfe", "application/msgpack", 400, "body is not valid msgpack: a string is not valid UTF-8"),
+        (
+            msgpack.packb(5),
+            "application/msgpack",
+            400,
+            "body must be a msgpack object or an array of objects, not a number",
+        ),
+        (b"a,b", "text/csv", 415, "unsupported content type 'text/csv': use application/json or application/msgpack"),
+        (b"{}", "", 415, "unsupported content type 'none': use application/json or application/msgpack"),
+        (b"[{}, {}, {}]", "application/json", 413, "3 events in one request, over the limit of 2"),
+        (msgpack.packb([{}, {}, {}]), "application/msgpack", 413, "3 events in one request, over the limit of 2"),
+    ],
+    ids=[
+        "truncated",
+        "invalid-utf8",
+        "empty",
+        "blank",
+        "nan",
+        "number",
+        "string",
+        "msgpack-format",
+        "msgpack-truncated",
+        "msgpack-extra",
+        "msgpack-utf8",
+        "msgpack-number",
+        "csv",
+        "no-type",
+        "too-many",
+        "too-many-msgpack",
+    ],
+)
 def test_bodies_refused_as_a_whole(body: bytes, content_type: str, status: int, reason: str) -> None:
     with pytest.raises(BodyError) as info:
         parse_body(body, content_type, max_events=2)
@@ -135,8 +168,10 @@ BAD_EVENTS: list[tuple[Any, str]] = [
     (event(timestamp="1700000000"), f"{NOT_ISO}: '1700000000'"),
     (event(timestamp="2026-11-29"), f"{NOT_ISO}: '2026-11-29'"),
     (event(timestamp="2026-11-29T10:00:00"), "timestamp: needs a timezone (Z or +hh:mm): '2026-11-29T10:00:00'"),
-    (event(timestamp="2026-13-29T10:00:00Z"),
-     "timestamp: not a valid date-time (month value is outside expected range of 1-12): '2026-13-29T10:00:00Z'"),
+    (
+        event(timestamp="2026-13-29T10:00:00Z"),
+        "timestamp: not a valid date-time (month value is outside expected range of 1-12): '2026-13-29T10:00:00Z'",
+    ),
     (event(timestamp="2026-11-29T10:00:00Z" + " " * 60), "timestamp: must be at most 64 characters"),
     (event(timestamp="2026-11-30T10:00:01Z"), "timestamp: 2026-11-30T10:00:01Z is more than 86400 s in the future"),
     (event(_id=""), "_id: must be a non-empty string"),
@@ -153,25 +188,35 @@ BAD_EVENTS: list[tuple[Any, str]] = [
     (event(identityMap={"Email": [{"id": ""}]}), "identityMap.Email[0].id: must be a non-empty string"),
     (event(identityMap={"Email": [{"primary": True}]}), "identityMap.Email[0].id: must be a non-empty string"),
     (event(identityMap={"Email": [{"id": 5}]}), "identityMap.Email[0].id: must be a non-empty string"),
-    (event(identityMap={"Email": [{"id": "a"}, {"id": "x" * 1025}]}),
-     "identityMap.Email[1].id: must be at most 1024 characters"),
-    (event(identityMap={"Email": [{"id": "a", "primary": "yes"}]}),
-     "identityMap.Email[0].primary: must be true or false"),
-    (event(identityMap={"Email": [{"id": "a", "authenticatedState": 1}]}),
-     "identityMap.Email[0].authenticatedState: must be a string"),
+    (
+        event(identityMap={"Email": [{"id": "a"}, {"id": "x" * 1025}]}),
+        "identityMap.Email[1].id: must be at most 1024 characters",
+    ),
+    (
+        event(identityMap={"Email": [{"id": "a", "primary": "yes"}]}),
+        "identityMap.Email[0].primary: must be true or false",
+    ),
+    (
+        event(identityMap={"Email": [{"id": "a", "authenticatedState": 1}]}),
+        "identityMap.Email[0].authenticatedState: must be a string",
+    ),
     (event(identityMap={"": [{"id": "a"}]}), "identityMap: namespace names must be non-empty strings"),
     (event(identityMap={"N" * 257: [{"id": "a"}]}), "identityMap: namespace names must be at most 256 characters"),
     (event(identityMap={f"N{i}": [{"id": "a"}] for i in range(21)}), TOO_MANY_IDS),
     (event(identityMap={"ECID": [{"id": str(i)} for i in range(21)]}), TOO_MANY_IDS),
     (event(big=2**64), "event cannot be encoded: Integer value out of range"),
-    (event(text="\ud800"), "event cannot be encoded: 'utf-8' codec can't encode character '\\ud800' in position 0: "
-                           "surrogates not allowed"),
+    (
+        event(text="\ud800"),
+        "event cannot be encoded: 'utf-8' codec can't encode character '\\ud800' in position 0: surrogates not allowed",
+    ),
     (event(blob=b"\x00"), "blob: bytes is not a JSON value"),
     (event(web={"tags": ("a", "b")}), "web.tags: tuple is not a JSON value"),
     (event(web={"pages": [{1: "x"}]}), "web.pages[0]: keys must be strings, not a number 1"),
     ({**event(), 3: "x"}, "event: keys must be strings, not a number 3"),
-    ({**event(), "xdm:name": "a", "name": "b"},
-     "cannot normalise JSON-LD: name: 'name' collides with another key that maps to 'name'"),
+    (
+        {**event(), "xdm:name": "a", "name": "b"},
+        "cannot normalise JSON-LD: name: 'name' collides with another key that maps to 'name'",
+    ),
 ]
 
 
@@ -207,9 +252,13 @@ def test_good_events_are_accepted_in_order_and_completed() -> None:
 
 
 def test_timestamps_with_offsets_and_fractions() -> None:
-    accepted, _ = validate([event(timestamp="2026-11-29T11:00:00+01:00"),
-                            event(timestamp="2026-11-29t10:00:00.123456z"),
-                            event(timestamp="2026-11-29T10:00Z")])
+    accepted, _ = validate(
+        [
+            event(timestamp="2026-11-29T11:00:00+01:00"),
+            event(timestamp="2026-11-29t10:00:00.123456z"),
+            event(timestamp="2026-11-29T10:00Z"),
+        ]
+    )
     assert [e["_ts"] for _, e, _ in accepted] == [NOW, NOW + 0.123456, NOW]
 
 
@@ -236,12 +285,16 @@ def test_derived_id_is_stable_across_retries_and_forms() -> None:
     assert ids[0] == ids[1] != ids[2]
     assert ids[0].startswith("sha1:") and len(ids[0]) == 45
     # the same event in JSON-LD form gets the same id
-    jsonld = {"xdm:timestamp": STAMP, "xdm:eventType": "commerce.productListAdds",
-              "xdm:identityMap": {"Email": [{"xdm:id": "user0@example.com", "xdm:primary": True}],
-                                  "ECID": [{"xdm:id": f"{0:038d}"}]},
-              "xdm:commerce": {"xdm:productListAdds": {"xdm:value": 1}},
-              "xdm:productListItems": [{"xdm:SKU": "SKU-1", "xdm:name": "Tent", "xdm:priceTotal": 199.0,
-                                        "xdm:quantity": 1}]}
+    jsonld = {
+        "xdm:timestamp": STAMP,
+        "xdm:eventType": "commerce.productListAdds",
+        "xdm:identityMap": {
+            "Email": [{"xdm:id": "user0@example.com", "xdm:primary": True}],
+            "ECID": [{"xdm:id": f"{0:038d}"}],
+        },
+        "xdm:commerce": {"xdm:productListAdds": {"xdm:value": 1}},
+        "xdm:productListItems": [{"xdm:SKU": "SKU-1", "xdm:name": "Tent", "xdm:priceTotal": 199.0, "xdm:quantity": 1}],
+    }
     assert validate([jsonld])[0][0][1]["_id"] == ids[0]
     # and a later day's identical retry too: the id depends on content, not on arrival
     assert validate([without("_id")], now=NOW + 3600)[0][0][1]["_id"] == ids[0]
@@ -261,20 +314,21 @@ def test_identity_limit_is_configurable() -> None:
     three = event(identityMap={"Email": [{"id": "a"}], "ECID": [{"id": "b"}, {"id": "c"}]})
     assert validate([three], max_identities=3)[1] == []
     assert validate([copy.deepcopy(three)], max_identities=2)[1] == [
-        {"index": 0, "reason": "identityMap: 3 identities, over the limit of 2"}]
+        {"index": 0, "reason": "identityMap: 3 identities, over the limit of 2"}
+    ]
 
 
 def test_identity_extras_are_kept() -> None:
-    ev = event(identityMap={"Email": [{"id": "a", "primary": False, "authenticatedState": "loggedOut",
-                                       "extra": 1}]})
+    ev = event(identityMap={"Email": [{"id": "a", "primary": False, "authenticatedState": "loggedOut", "extra": 1}]})
     [(_, accepted, _)] = validate([ev])[0]
     assert accepted["identityMap"]["Email"][0]["extra"] == 1
 
 
 def test_msgpack_events_with_non_json_content_are_refused_one_by_one() -> None:
     int_key: dict[Any, Any] = {**event(1), 5: "int key"}
-    body = msgpack.packb([event(0), int_key, event(2, blob=b"\x01"),
-                          event(3, ts=msgpack.Timestamp(1))], use_bin_type=True)
+    body = msgpack.packb(
+        [event(0), int_key, event(2, blob=b"\x01"), event(3, ts=msgpack.Timestamp(1))], use_bin_type=True
+    )
     items = parse_body(body, "application/msgpack", max_events=10)
     accepted, rejected = validate(items)
     assert [index for index, _, _ in accepted] == [0]
@@ -299,8 +353,10 @@ def test_deep_short_form_events_from_msgpack_are_refused() -> None:
 def test_json_and_msgpack_bodies_give_the_same_answers() -> None:
     items = [event(0), event(1, timestamp="nope"), without("_id", 2), 7]
     answers = []
-    for body, content_type in ((json.dumps(items).encode(), "application/json"),
-                               (msgpack.packb(items), "application/msgpack")):
+    for body, content_type in (
+        (json.dumps(items).encode(), "application/json"),
+        (msgpack.packb(items), "application/msgpack"),
+    ):
         accepted, rejected = validate(parse_body(body, content_type, max_events=10))
         answers.append(([(i, e, p) for i, e, p in accepted], rejected))
     assert answers[0] == answers[1]
@@ -326,18 +382,21 @@ def test_fixture_ids_and_times() -> None:
     assert accepted[1][1]["_id"].startswith("sha1:")
     assert accepted[1][1]["_ts"] == 1578435074.143
     assert pick_identity(accepted[1][1], ["Email", "ECID"]) == (
-        "Email_LC_SHA256", "81d1a7135b9722577fb4f094a2004296d6230512d37b68e64b73f050b919f7c4")
+        "Email_LC_SHA256",
+        "81d1a7135b9722577fb4f094a2004296d6230512d37b68e64b73f050b919f7c4",
+    )
 
 
 def test_custom_namespace_codes() -> None:
-    ev = {"xdm:timestamp": STAMP, "xdm:identityMap": {
-        "https://data.adobe.io/entities/namespace/77": [{"xdm:id": "L-1"}]}}
+    ev = {
+        "xdm:timestamp": STAMP,
+        "xdm:identityMap": {"https://data.adobe.io/entities/namespace/77": [{"xdm:id": "L-1"}]},
+    }
     [(_, accepted, _)] = validate([ev], namespace_codes={"77": "Loyalty"})[0]
     assert accepted["identityMap"] == {"Loyalty": [{"id": "L-1"}]}
 
 
-def test_an_unexpected_failure_of_the_batch_path_falls_back_to_one_at_a_time(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unexpected_failure_of_the_batch_path_falls_back_to_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     items = [event(0), event(1, timestamp="nope"), without("_id", 2), 7]
     expected = validate(copy.deepcopy(items))
 
@@ -350,9 +409,15 @@ def test_an_unexpected_failure_of_the_batch_path_falls_back_to_one_at_a_time(
 
 # -- pick_identity --------------------------------------------------------------------------
 
+
 def test_pick_identity_prefers_the_configured_order_then_primary() -> None:
-    ev = {"identityMap": {"ECID": [{"id": "E1"}, {"id": "E2"}], "Email": [{"id": "a@x", "primary": True}],
-                          "Phone": [{"id": "+33", "primary": True}]}}
+    ev = {
+        "identityMap": {
+            "ECID": [{"id": "E1"}, {"id": "E2"}],
+            "Email": [{"id": "a@x", "primary": True}],
+            "Phone": [{"id": "+33", "primary": True}],
+        }
+    }
     assert pick_identity(ev, ["Email", "ECID"]) == ("Email", "a@x")
     assert pick_identity(ev, ["ECID", "Email"]) == ("ECID", "E1")
     assert pick_identity(ev, ["CRMID", "ECID"]) == ("ECID", "E1")
@@ -366,18 +431,48 @@ def test_pick_identity_prefers_the_configured_order_then_primary() -> None:
 
 # -- properties ---------------------------------------------------------------------------
 
-KEYS = st.sampled_from(["timestamp", "_id", "eventType", "identityMap", "id", "primary",
-                        "authenticatedState", "Email", "ECID", "xdm:timestamp", "xdm:identityMap",
-                        "xdm:id", "@id", "@type", "schema:latitude", "_schema", "_ts", "web",
-                        "https://data.adobe.io/entities/namespace/4"]) | st.text(max_size=8)
-SCALARS = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-           | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12)
-           | st.sampled_from([STAMP, "2026-11-29T10:00:00", "2030-01-01T00:00:00Z", "", "x" * 300]))
-JSONISH = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
-                       | st.dictionaries(KEYS, inner, max_size=5), max_leaves=25)
+KEYS = st.sampled_from(
+    [
+        "timestamp",
+        "_id",
+        "eventType",
+        "identityMap",
+        "id",
+        "primary",
+        "authenticatedState",
+        "Email",
+        "ECID",
+        "xdm:timestamp",
+        "xdm:identityMap",
+        "xdm:id",
+        "@id",
+        "@type",
+        "schema:latitude",
+        "_schema",
+        "_ts",
+        "web",
+        "https://data.adobe.io/entities/namespace/4",
+    ]
+) | st.text(max_size=8)
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+    | st.sampled_from([STAMP, "2026-11-29T10:00:00", "2030-01-01T00:00:00Z", "", "x" * 300])
+)
+JSONISH = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=5), max_leaves=25
+)
 # Not plain JSON: what a msgpack body or a Python caller can hand over.
-ODD = (JSONISH | st.binary(max_size=4) | st.tuples(st.integers()) | st.floats()
-       | st.dictionaries(st.integers(), SCALARS, max_size=2))
+ODD = (
+    JSONISH
+    | st.binary(max_size=4)
+    | st.tuples(st.integers())
+    | st.floats()
+    | st.dictionaries(st.integers(), SCALARS, max_size=2)
+)
 
 
 @st.composite

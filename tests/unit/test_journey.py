@@ -29,8 +29,15 @@ def timers(effects: list[Any]) -> list[ScheduleTimer]:
 
 
 def sent(send: Send, outcome: str = "sent", reason: str | None = None) -> dict[str, Any]:
-    request = {"id": send.message_id, "channel": send.channel, "shard": 0, "profile": "Email:ann@example.com",
-               "journey": send.journey, "instance": send.instance, "node": send.node}
+    request = {
+        "id": send.message_id,
+        "channel": send.channel,
+        "shard": 0,
+        "profile": "Email:ann@example.com",
+        "journey": send.journey,
+        "instance": send.instance,
+        "node": send.node,
+    }
     return outcome_for(request, outcome, at=T0, reason=reason)
 
 
@@ -148,8 +155,12 @@ def test_wait_node_then_entry_condition() -> None:
     journey = {
         "id": "vip",
         "nodes": {
-            "start": {"type": "entry", "event": "purchase", "condition": "event.productListItems[0].priceTotal > 50",
-                      "next": "pause"},
+            "start": {
+                "type": "entry",
+                "event": "purchase",
+                "condition": "event.productListItems[0].priceTotal > 50",
+                "next": "pause",
+            },
             "pause": {"type": "wait", "duration": "PT1H", "next": "thank"},
             "thank": {"type": "action", "channel": "push", "payload": {"kind": "'thanks'"}, "next": "end"},
             "end": {"type": "end"},
@@ -181,8 +192,9 @@ def test_step_does_not_mutate_its_input_instance() -> None:
     cat = catalog(CART)
     [compiled] = cat.journeys
     profile: dict[str, Any] = {"identities": {}}
-    instance, _ = jr.try_enter(compiled, jr.EventInput("cart_add", event("cart_add", 1)), profile,
-                               (0, None), False, "p", T0)
+    instance, _ = jr.try_enter(
+        compiled, jr.EventInput("cart_add", event("cart_add", 1)), profile, (0, None), False, "p", T0
+    )
     assert instance is not None
     before = copy.deepcopy(instance)
     jr.step(compiled, instance, jr.TimerInput("wait", instance["due"]), profile, T0 + 1800)
@@ -192,22 +204,44 @@ def test_step_does_not_mutate_its_input_instance() -> None:
 @pytest.mark.parametrize(
     ("change", "path", "reason"),
     [
-        (lambda j: j["nodes"]["wait"].update(on_timeout="nowhere"), "journeys[0].nodes.wait.on_timeout",
-         "edge to unknown node 'nowhere'"),
-        (lambda j: j["nodes"].update(orphan={"type": "end"}), "journeys[0].nodes.orphan",
-         "not reachable from the entry node"),
+        (
+            lambda j: j["nodes"]["wait"].update(on_timeout="nowhere"),
+            "journeys[0].nodes.wait.on_timeout",
+            "edge to unknown node 'nowhere'",
+        ),
+        (
+            lambda j: j["nodes"].update(orphan={"type": "end"}),
+            "journeys[0].nodes.orphan",
+            "not reachable from the entry node",
+        ),
         (lambda j: j["nodes"]["push"].update(channel="fax"), "journeys[0].nodes.push.channel", "unknown channel 'fax'"),
-        (lambda j: j["nodes"]["start"].update(event="teleport"), "journeys[0].nodes.start.event",
-         "unknown event 'teleport'"),
-        (lambda j: j["nodes"]["has_email"]["branches"][0].update(when="exists(profile.email"),
-         "journeys[0].nodes.has_email.branches[0].when", "position"),
-        (lambda j: j["nodes"]["mail"]["message"].update(subject="{{ oops"), "journeys[0].nodes.mail.message",
-         "template"),
-        (lambda j: j["nodes"]["has_email"].update(branches=[{"when": "false", "next": "has_email"},
-                                                       {"when": "true", "next": "mail"}]),
-         "journeys[0].nodes.has_email", "loop without a wait"),
-        (lambda j: j["nodes"]["push"].update(payload=None, message={"subject": "s", "text": "t"}),
-         "journeys[0].nodes.push", "custom action"),
+        (
+            lambda j: j["nodes"]["start"].update(event="teleport"),
+            "journeys[0].nodes.start.event",
+            "unknown event 'teleport'",
+        ),
+        (
+            lambda j: j["nodes"]["has_email"]["branches"][0].update(when="exists(profile.email"),
+            "journeys[0].nodes.has_email.branches[0].when",
+            "position",
+        ),
+        (
+            lambda j: j["nodes"]["mail"]["message"].update(subject="{{ oops"),
+            "journeys[0].nodes.mail.message",
+            "template",
+        ),
+        (
+            lambda j: j["nodes"]["has_email"].update(
+                branches=[{"when": "false", "next": "has_email"}, {"when": "true", "next": "mail"}]
+            ),
+            "journeys[0].nodes.has_email",
+            "loop without a wait",
+        ),
+        (
+            lambda j: j["nodes"]["push"].update(payload=None, message={"subject": "s", "text": "t"}),
+            "journeys[0].nodes.push",
+            "custom action",
+        ),
     ],
 )
 def test_compiler_refuses_broken_journeys(change: Any, path: str, reason: str) -> None:

@@ -24,9 +24,7 @@ def test_rate_interval_and_tolerance() -> None:
     assert rate.per_second == 100
 
 
-@pytest.mark.parametrize(
-    ("calls", "period", "burst"), [(0, 1.0, 1), (1, 0.0, 1), (1, -1.0, 1), (1, 1.0, 0)]
-)
+@pytest.mark.parametrize(("calls", "period", "burst"), [(0, 1.0, 1), (1, 0.0, 1), (1, -1.0, 1), (1, 1.0, 0)])
 def test_rate_rejects_nonsense(calls: int, period: float, burst: int) -> None:
     with pytest.raises(ValueError):
         Rate(calls=calls, period=period, burst=burst)

@@ -42,8 +42,7 @@ def render(source: str, scope: dict[str, Any] = SCOPE, *, html: bool = False) ->
         ("{{ profile.orders | length }}", "2"),
         ("{{ profile.firstName | upper }}", "ADA"),
         ("{{ '%.2f' | format(profile.orders[0].price) }}", "19.50"),
-        ("{% for o in profile.orders %}{{ o.sku }}{% if not loop.last %}, {% endif %}{% endfor %}",
-         "A-1, B-2"),
+        ("{% for o in profile.orders %}{{ o.sku }}{% if not loop.last %}, {% endif %}{% endfor %}", "A-1, B-2"),
         ("{% if profile.tier == 'gold' %}VIP{% else %}regular{% endif %}", "VIP"),
         ("{% if profile.missing %}yes{% else %}no{% endif %}", "no"),
         ("{% set total = profile.orders | sum(attribute='price') %}{{ total }}", "24.5"),
@@ -84,9 +83,7 @@ def test_rendering_with_an_empty_scope() -> None:
 
 
 def test_html_escaping() -> None:
-    assert render("<p>{{ event.note }}</p>", html=True) == (
-        "<p>&lt;b&gt;Tom &amp; Jerry&lt;/b&gt;</p>"
-    )
+    assert render("<p>{{ event.note }}</p>", html=True) == ("<p>&lt;b&gt;Tom &amp; Jerry&lt;/b&gt;</p>")
     assert render("<p>{{ event.note | safe }}</p>", html=True) == "<p><b>Tom & Jerry</b></p>"
     assert render("{{ event.note }}") == "<b>Tom & Jerry</b>"  # text mode does not escape
     assert render("{{ profile.missing }}", html=True) == ""
@@ -243,8 +240,12 @@ def test_sandbox_escapes_fail_or_render_nothing_sensitive(source: str, html: boo
 
 def test_sandbox_leaves_the_scope_untouched() -> None:
     scope: dict[str, Any] = {"event": {"a": 1}, "profile": {"items": [1]}}
-    for source in ("{{ event.pop('a') }}", "{{ profile['items'].append(2) }}",
-                   "{{ event.update({'b': 2}) }}", "{{ event.clear() }}"):
+    for source in (
+        "{{ event.pop('a') }}",
+        "{{ profile['items'].append(2) }}",
+        "{{ event.update({'b': 2}) }}",
+        "{{ event.clear() }}",
+    ):
         try:
             compile_template(source).render(scope)
         except TemplateError:

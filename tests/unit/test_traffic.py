@@ -40,10 +40,14 @@ def test_a_profile_is_the_same_person_for_every_seed() -> None:
     a, b = TrafficGenerator(10, seed=1), TrafficGenerator(10, seed=2)
     for p in range(10):
         assert a.registration(p, TS0)["person"] == b.registration(p, TS0)["person"]
-        assert a.identity_map(p) == b.identity_map(p) == {
-            "Email": [{"id": f"user{p}@example.com", "primary": True}],
-            "ECID": [{"id": TrafficGenerator.ecid(p)}],
-        }
+        assert (
+            a.identity_map(p)
+            == b.identity_map(p)
+            == {
+                "Email": [{"id": f"user{p}@example.com", "primary": True}],
+                "ECID": [{"id": TrafficGenerator.ecid(p)}],
+            }
+        )
     ecids = {TrafficGenerator.ecid(p) for p in range(2000)}
     assert len(ecids) == 2000 and all(len(e) == 38 and e.isdigit() for e in ecids)
 
@@ -53,8 +57,9 @@ def test_every_kind_validates_and_routes_by_email(kind: str) -> None:
     generator = TrafficGenerator(100, seed=3)
     events = [make(generator, kind, p, TS0 + p) for p in range(100)]
     body = json.dumps(events).encode()
-    accepted, rejected = validate_events(parse_body(body, "application/json", max_events=1000),
-                                         max_event_bytes=64 * 1024, now=TS0 + 100)
+    accepted, rejected = validate_events(
+        parse_body(body, "application/json", max_events=1000), max_event_bytes=64 * 1024, now=TS0 + 100
+    )
     assert rejected == [] and len(accepted) == 100
     for p, (_, event, _) in enumerate(accepted):
         assert pick_identity(event, ["Email", "ECID"]) == ("Email", f"user{p}@example.com")
@@ -81,8 +86,13 @@ def test_the_event_kinds_carry_their_fields() -> None:
     assert view["eventType"] == "commerce.productViews"
     assert view["commerce"]["productViews"]["value"] == 1
     assert view["productListItems"][0] | {} == {
-        "SKU": "SKU-1005", "name": "Two-person tent", "priceTotal": 349.0, "currencyCode": "EUR",
-        "quantity": 1, "productCategory": "Camping"}
+        "SKU": "SKU-1005",
+        "name": "Two-person tent",
+        "priceTotal": 349.0,
+        "currencyCode": "EUR",
+        "quantity": 1,
+        "productCategory": "Camping",
+    }
 
     cart = g.cart_add(3, TS0)
     assert cart["eventType"] == "commerce.productListAdds"
@@ -147,7 +157,7 @@ def test_scenario_proportions() -> None:
         order = next(e for e in evs if e["eventType"] == "commerce.purchases")
         assert kinds.index("commerce.purchases") > kinds.index("commerce.productListAdds")
         assert order["productListItems"][0]["SKU"] == cart["productListItems"][0]["SKU"]
-        gap = (datetime.fromisoformat(order["timestamp"]) - datetime.fromisoformat(cart["timestamp"]))
+        gap = datetime.fromisoformat(order["timestamp"]) - datetime.fromisoformat(cart["timestamp"])
         if gap.total_seconds() >= 1.0:
             late += 1
     assert 0.35 <= late / len(buyers) <= 0.65  # about half buy only after a short while
@@ -171,7 +181,8 @@ def test_scenario_timestamps_advance_at_the_rate() -> None:
     assert stamps[100] == pytest.approx(TS0 + 1.0, abs=1e-3)
     default = list(TrafficGenerator(200, seed=3).scenario(TS0))
     assert datetime.fromisoformat(default[100]["timestamp"]).timestamp() == pytest.approx(
-        TS0 + 100 / DEFAULT_RATE, abs=1e-3)
+        TS0 + 100 / DEFAULT_RATE, abs=1e-3
+    )
 
 
 def test_scenario_matches_the_demo_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,8 +202,14 @@ def test_stream_mix_and_skew() -> None:
     assert len(uniform) == n
     counts = by_type(uniform)
     assert counts.most_common(1)[0][0] == "commerce.productViews"
-    assert set(counts) == {"web.formFilledOut", "commerce.productViews", "commerce.productListAdds",
-                           "commerce.purchases", "location.entry", "web.webpagedetails.pageViews"}
+    assert set(counts) == {
+        "web.formFilledOut",
+        "commerce.productViews",
+        "commerce.productListAdds",
+        "commerce.purchases",
+        "location.entry",
+        "web.webpagedetails.pageViews",
+    }
     shares = {kind: count / n for kind, count in counts.items()}
     assert shares["commerce.productViews"] == pytest.approx(0.45, abs=0.02)
     assert shares["web.webpagedetails.pageViews"] == pytest.approx(0.30, abs=0.02)
@@ -201,7 +218,7 @@ def test_stream_mix_and_skew() -> None:
     assert hottest < 60  # about 20 each
     zipf = TrafficGenerator(1000, seed=9, skew="zipf").stream(n, TS0)
     top = Counter(e["identityMap"]["Email"][0]["id"] for e in zipf).most_common(3)
-    share = 1 / sum(1 / r ** 1.1 for r in range(1, 1001))  # rank 1 of a Zipf law, s = 1.1
+    share = 1 / sum(1 / r**1.1 for r in range(1, 1001))  # rank 1 of a Zipf law, s = 1.1
     assert top[0] == ("user0@example.com", pytest.approx(n * share, rel=0.1))
     assert [email for email, _ in top] == ["user0@example.com", "user1@example.com", "user2@example.com"]
     stamps = [e["timestamp"] for e in uniform[:3]]

@@ -64,18 +64,22 @@ def test_example_1_purchase() -> None:
     assert event["commerce"]["order"]["purchaseID"] == "a8g784hjq1mnp3"
     assert event["commerce"]["purchases"] == {"value": 1.0}
     assert event["productListItems"][0]["SKU"] == "1002352692"
-    assert event["channel"] == {"_id": "https://ns.adobe.com/xdm/channels/apns",
-                                "_type": "https://ns.adobe.com/xdm/channel-types/mobile"}
+    assert event["channel"] == {
+        "_id": "https://ns.adobe.com/xdm/channels/apns",
+        "_type": "https://ns.adobe.com/xdm/channel-types/mobile",
+    }
     # a nested identityMap keyed by codes already: entries lose their prefixes only
     assert event["profileStitch"][0]["identityMap"]["ECID"][2] == {
-        "id": "https://data.adobe.io/entities/identity/49312748749132"}
+        "id": "https://data.adobe.io/entities/identity/49312748749132"
+    }
 
 
 def test_example_2_keeps_identity_codes() -> None:
     event = normalise(load("experienceevent.example.2.json"))
     assert set(event["identityMap"]) == {"ECID", "AVID"}
     assert event["advertising"]["adViewability"]["implementationDetails"]["name"] == (
-        "https://ns.adobe.com/experience/adcloud/viewability")
+        "https://ns.adobe.com/experience/adcloud/viewability"
+    )
 
 
 def test_example_3_point_of_interest_entry() -> None:
@@ -94,8 +98,7 @@ def test_example_3_point_of_interest_entry() -> None:
 
 def test_example_4_other_vocabularies_go_under_their_prefix() -> None:
     asset = normalise(load("experienceevent.example.4.json"))["media"]["mediaTimed"]["primaryAssetReference"]
-    assert asset["_dc"] == {"title": "Floki Begs Helga for Freedom", "creator": "Video Author",
-                            "publisher": "tvonline"}
+    assert asset["_dc"] == {"title": "Floki Begs Helga for Freedom", "creator": "Video Author", "publisher": "tvonline"}
     assert asset["_xmpDM"] == {"duration": 87}
     assert asset["_iptc4xmpExt"]["Series"]["_iptc4xmpExt"]["Name"] == "show_highlights"
     assert asset["_iptc4xmpExt"]["Rating"][0]["_iptc4xmpExt"]["RatingValue"] == "TVGuru"
@@ -122,9 +125,14 @@ def test_web_sdk_event_keeps_primary_flag_and_authenticated_state() -> None:
 
 
 def test_short_form_passes_through_as_the_same_object() -> None:
-    event = {"_id": "e1", "timestamp": "2024-05-01T10:00:00Z", "eventType": "web.webpagedetails.pageViews",
-             "identityMap": {"ECID": [{"id": "1"}]}, "web": {"webPageDetails": {"name": "Home"}},
-             "placeContext": {"geo": {"_schema": {"latitude": 1.0}}}}
+    event = {
+        "_id": "e1",
+        "timestamp": "2024-05-01T10:00:00Z",
+        "eventType": "web.webpagedetails.pageViews",
+        "identityMap": {"ECID": [{"id": "1"}]},
+        "web": {"webPageDetails": {"name": "Home"}},
+        "placeContext": {"geo": {"_schema": {"latitude": 1.0}}},
+    }
     before = copy.deepcopy(event)
     assert normalise(event) is event
     assert event == before
@@ -156,8 +164,7 @@ def test_namespace_uris_become_codes() -> None:
     assert namespace_code(NS + "CRMID") == "CRMID"
     assert namespace_code("Email") == "Email"
     assert namespace_code(NS + "77", {"77": "Loyalty"}) == "Loyalty"
-    event = normalise({"xdm:identityMap": {NS + "77": [{"xdm:id": "L1", "xdm:primary": True}]}},
-                      {"77": "Loyalty"})
+    event = normalise({"xdm:identityMap": {NS + "77": [{"xdm:id": "L1", "xdm:primary": True}]}}, {"77": "Loyalty"})
     assert event == {"identityMap": {"Loyalty": [{"id": "L1", "primary": True}]}}
 
 
@@ -173,18 +180,21 @@ def test_two_spellings_of_one_namespace_are_merged() -> None:
 
 
 def test_two_spellings_of_one_object_are_merged() -> None:
-    event = normalise({"@id": "e", "xdm:web": {"xdm:a": 1}, "web": {"b": 2},
-                       "_schema": {"x": 1}, "schema:y": 2})
+    event = normalise({"@id": "e", "xdm:web": {"xdm:a": 1}, "web": {"b": 2}, "_schema": {"x": 1}, "schema:y": 2})
     assert event == {"_id": "e", "web": {"a": 1, "b": 2}, "_schema": {"x": 1, "y": 2}}
 
 
-@pytest.mark.parametrize("event", [
-    {"xdm:name": "a", "name": "b"},
-    {"@id": "a", "_id": "b"},
-    {"xdm:web": {"xdm:name": "a", "name": "b"}},
-    {"xdm:a": 1, "_schema": 5, "schema:x": 1},
-    {"xdm:identityMap": {"ECID": [{"id": "a"}], NS + "4": "b"}},
-], ids=["top", "id", "nested", "group-over-scalar", "namespace"])
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"xdm:name": "a", "name": "b"},
+        {"@id": "a", "_id": "b"},
+        {"xdm:web": {"xdm:name": "a", "name": "b"}},
+        {"xdm:a": 1, "_schema": 5, "schema:x": 1},
+        {"xdm:identityMap": {"ECID": [{"id": "a"}], NS + "4": "b"}},
+    ],
+    ids=["top", "id", "nested", "group-over-scalar", "namespace"],
+)
 def test_colliding_keys_are_refused_with_the_place(event: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=r"collides|needs an object"):
         normalise(event)
