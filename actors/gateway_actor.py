@@ -8,10 +8,12 @@ one call per shard per flush.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import msgpack
 
+from itinerary.actors.coalescer import Coalescer
 from itinerary.actors.metrics import GatewayMetrics
 from itinerary.actors.names import gateway_name
 from itinerary.actors.peers import Peers
@@ -43,6 +45,9 @@ class GatewayActor:
             self._kwargs["clock"] = clock
         self.gateway = ChannelGateway(channel, self._config, **self._kwargs)
         self._started = False
+        self._returns: dict[int, Coalescer] = {}
+        # Outcomes only move journeys past their actions: a few tens of ms cost nothing.
+        self._outcome_interval = app.runtime.outcome_flush.total_seconds()
 
     def __repr__(self) -> str:
         return f"GatewayActor({self.name})"
@@ -76,4 +81,11 @@ class GatewayActor:
         for outcome in outcomes:
             per_shard.setdefault(outcome["shard"], []).append(outcome)
         for shard, batch in per_shard.items():
-            await self.peers.deliver_outcomes(shard, batch)
+            coalescer = self._returns.get(shard)
+            if coalescer is None:
+                coalescer = self._returns[shard] = Coalescer(
+                    f"{self.name}->shard-{shard}",
+                    partial(self.peers.deliver_outcomes, shard),
+                    min_interval=self._outcome_interval,
+                )
+            coalescer.add(batch)

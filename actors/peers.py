@@ -34,17 +34,12 @@ class Peers(Protocol):
 
 
 class RayPeers:
-    """Peers reached through Ray by actor name; handles are cached, calls are batched.
+    """Peers reached through Ray by actor name; handles are cached. Callers batch (see
+    `Coalescer` and `ShardBatcher`) and bound what they have in flight."""
 
-    A bounded window of in-flight calls per peer keeps a slow peer from growing the
-    caller's memory: when the window is full the caller waits for the oldest call.
-    """
-
-    def __init__(self, namespace: str, window: int = 8) -> None:
+    def __init__(self, namespace: str) -> None:
         self._namespace = namespace
-        self._window = window
         self._handles: dict[str, Any] = {}
-        self._inflight: dict[str, list[Any]] = {}
 
     def _handle(self, name: str) -> Any:
         handle = self._handles.get(name)
@@ -57,21 +52,6 @@ class RayPeers:
 
     def forget(self, name: str) -> None:
         self._handles.pop(name, None)
-
-    async def _bounded(self, name: str, ref: Any) -> None:
-        calls = self._inflight.setdefault(name, [])
-        calls.append(asyncio.wrap_future(ref.future()))
-        while len(calls) > self._window:
-            oldest = calls.pop(0)
-            try:
-                await oldest
-            except Exception as exc:  # the peer will be restarted; its loss is logged, not fatal
-                log.warning("call to %s failed: %s", name, exc)
-                self.forget(name)
-        for call in [c for c in calls if c.done()]:
-            calls.remove(call)
-            if not call.cancelled() and call.exception() is not None:
-                log.warning("call to %s failed: %s", name, call.exception())
 
     async def _call(self, name: str, method: str, *args: Any) -> Any:
         """One awaited call; a peer that is gone is looked up again by name next time (the
@@ -88,9 +68,7 @@ class RayPeers:
         return int(await self._call(shard_name(shard), "apply_batch", sender, seq, blob))
 
     async def submit_sends(self, channel: str, requests: list[SendRequest]) -> None:
-        name = gateway_name(channel)
-        ref = self._handle(name).submit.remote(msgpack.packb(requests, use_bin_type=True))
-        await self._bounded(name, ref)
+        await self._call(gateway_name(channel), "submit", msgpack.packb(requests, use_bin_type=True))
 
     async def get_profile(self, shard: int, key: str) -> dict[str, Any] | None:
         return await self._call(shard_name(shard), "get_profile", key)  # type: ignore[no-any-return]
@@ -99,9 +77,7 @@ class RayPeers:
         return await self._call(SUPERVISOR, "status")  # type: ignore[no-any-return]
 
     async def deliver_outcomes(self, shard: int, outcomes: list[Outcome]) -> None:
-        name = shard_name(shard)
-        ref = self._handle(name).deliver_outcomes.remote(msgpack.packb(outcomes, use_bin_type=True))
-        await self._bounded(name, ref)
+        await self._call(shard_name(shard), "deliver_outcomes", msgpack.packb(outcomes, use_bin_type=True))
 
 
 class LocalPeers:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, deque
+from functools import partial
 from typing import Any
 
 import msgpack
 
+from itinerary.actors.coalescer import Coalescer
 from itinerary.actors.metrics import ShardMetrics
 from itinerary.actors.names import shard_name
 from itinerary.actors.peers import Peers
@@ -64,6 +66,7 @@ class ProfileShard:
         self._next_seq: dict[str, int] = {}
         self._held: dict[str, dict[int, tuple[bytes, asyncio.Future[int], float]]] = {}
         self._metrics = ShardMetrics(self.name)
+        self._senders: dict[str, Coalescer] = {}
         self._timer_task: asyncio.Task[None] | None = None
         self._start_timers = start_timers
 
@@ -91,10 +94,7 @@ class ProfileShard:
             next_blob, next_future, _ = held.pop(self._next_seq[sender])
             next_future.set_result(self._apply_records(next_blob))
             self._next_seq[sender] += 1
-        # Sends leave on the timer tick (every runtime.timer_tick) in one call per channel;
-        # a large backlog leaves at once. Each actor call costs far more than a message.
-        if self._pending_count() >= self.runtime.send_flush_at:
-            await self.flush_sends()
+        await self.flush_sends()
         return applied
 
     def _apply_records(self, blob: bytes) -> int:
@@ -144,8 +144,7 @@ class ProfileShard:
             if effects:
                 self._execute(outcome["profile"], effects, now, outcome.get("event_ts"))
         self._metrics.outcomes(per_outcome)
-        if self._pending_count() >= self.runtime.send_flush_at:
-            await self.flush_sends()
+        await self.flush_sends()
 
     def fire_timers(self, now: float | None = None) -> int:
         """Run every timer due by `now`; returns how many fired."""
@@ -190,16 +189,26 @@ class ProfileShard:
             else:
                 raise TypeError(f"unknown effect {kind.__name__}")
 
-    def _pending_count(self) -> int:
-        return sum(len(requests) for requests in self.pending_sends.values())
-
     async def flush_sends(self) -> None:
+        """Hand gathered sends to their gateways: one call in flight per channel, the rest
+        coalesced into the next call (see Coalescer)."""
         if not self.pending_sends:
             return
         pending, self.pending_sends = self.pending_sends, {}
         for channel, requests in pending.items():
             self.counts["sends"] += len(requests)
-            await self.peers.submit_sends(channel, requests)
+            coalescer = self._senders.get(channel)
+            if coalescer is None:
+                coalescer = self._senders[channel] = Coalescer(
+                    f"{self.name}->gateway-{channel}", partial(self.peers.submit_sends, channel)
+                )
+            # Refused sends (gateway unreachable for long) end on their action's timeout.
+            self.counts["sends_refused"] += coalescer.add(requests)
+
+    async def drain_sends(self) -> None:
+        await self.flush_sends()
+        for coalescer in list(self._senders.values()):
+            await coalescer.drain()
 
     # -- timers -----------------------------------------------------------------------
 
@@ -275,7 +284,7 @@ class ProfileShard:
         """Move this shard's clock forward (test mode and operators' time travel)."""
         self.clock.advance(seconds)
         self.fire_timers()
-        await self.flush_sends()
+        await self.drain_sends()
         return float(self.clock())
 
     async def status(self) -> dict[str, Any]:

@@ -57,7 +57,6 @@ class RuntimeSettings(Frozen):
     data_dir: str = "./data"
     timer_tick: timedelta = timedelta(milliseconds=20)
     outcome_flush: timedelta = timedelta(milliseconds=50)
-    send_flush_at: int = Field(1000, ge=1, description="sends a shard gathers before it flushes early")
     actor_num_cpus: float = Field(0.0, ge=0.0)
     ingress: IngressSettings = IngressSettings()
     identity: IdentitySettings = IdentitySettings()

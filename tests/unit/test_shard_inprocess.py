@@ -83,7 +83,7 @@ def test_timer_fires_on_the_injected_clock_and_the_send_reaches_the_gateway() ->
         clock = ManualClock()
         shard, _, gateways = make_shard(clock)
         await shard.apply_batch("s", 0, blob(record("registration", 0), record("cart_add", 1)))
-        await shard.flush_sends()
+        await shard.drain_sends()
         [welcome] = gateways["email"].requests
         assert welcome["node"] == "send"  # the welcome email
         await shard.deliver_outcomes(msgpack.packb([outcome_for(welcome, "sent", at=clock())]))
@@ -91,7 +91,7 @@ def test_timer_fires_on_the_injected_clock_and_the_send_reaches_the_gateway() ->
         assert shard.fire_timers() == 0
         clock.advance(1)
         assert shard.fire_timers() == 1
-        await shard.flush_sends()
+        await shard.drain_sends()
         reminder = gateways["email"].requests[-1]
         assert reminder["node"] == "mail" and reminder["profile"] == KEY and reminder["shard"] == 0
         # the outcome comes back and the journey ends
