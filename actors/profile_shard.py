@@ -60,7 +60,8 @@ class ProfileShard:
         self.timers: TimerQueue[TimerKey] = TimerQueue()
         self.pending_sends: dict[str, list[SendRequest]] = {}
         self.steps: Counter[tuple[str, str, str]] = Counter()
-        self.recent_steps: deque[dict[str, Any]] = deque(maxlen=1000)
+        # The last step events, kept as tuples: building a dict per step costs more than the step.
+        self.recent_steps: deque[tuple[str, float, StepEvent]] = deque(maxlen=1000)
         self.counts: Counter[str] = Counter()
         self.outcomes: Counter[tuple[str, str]] = Counter()
         self._next_seq: dict[str, int] = {}
@@ -168,7 +169,7 @@ class ProfileShard:
             kind = type(effect)
             if kind is StepEvent:
                 self.steps[(effect.journey, effect.node, effect.kind)] += 1
-                self.recent_steps.append({"profile": key, "at": now, **effect._asdict()})
+                self.recent_steps.append((key, now, effect))
             elif kind is ScheduleTimer:
                 self.timers.push(effect.due, (key, effect.journey, effect.instance, effect.node))
             elif kind is Send:
@@ -308,4 +309,4 @@ class ProfileShard:
         }
 
     async def recent_step_events(self, limit: int = 100) -> list[dict[str, Any]]:
-        return list(self.recent_steps)[-limit:]
+        return [{"profile": key, "at": at, **step._asdict()} for key, at, step in list(self.recent_steps)[-limit:]]

@@ -100,6 +100,8 @@ def test_timer_fires_on_the_injected_clock_and_the_send_reaches_the_gateway() ->
         profile = await shard.get_profile(KEY)
         assert profile is not None and profile["journeys"] == []
         assert {j: h["entries"] for j, h in profile["history"].items()} == {"welcome": 1, "cart": 1}
+        last = (await shard.recent_step_events(limit=2))[-1]
+        assert last["profile"] == KEY and last["journey"] == "cart" and last["kind"] == "exited"
 
     asyncio.run(scenario())
 
