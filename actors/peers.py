@@ -8,15 +8,12 @@ single-process ceiling benchmark. Nothing else in the data plane calls Ray direc
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any, Protocol
 
 import msgpack
 
 from itinerary.actors.names import SUPERVISOR, gateway_name, shard_name
 from itinerary.engine.messages import Outcome, SendRequest
-
-log = logging.getLogger(__name__)
 
 
 class Peers(Protocol):
