@@ -186,7 +186,9 @@ async def pipeline(app: AppConfig, bodies: list[bytes], warmup: list[bytes], con
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="itinerary bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--profiles", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=500, help="events per HTTP request")

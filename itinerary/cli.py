@@ -20,6 +20,11 @@ DEFAULT_URL = os.environ.get("ITINERARY_URL", "http://127.0.0.1:8080")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # its own options: hand them over untouched
+        from itinerary.bench import main as bench_main
+
+        return bench_main(argv[1:])
     parser = argparse.ArgumentParser(prog="itinerary", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -41,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "config/examples/demo.yaml"))
     demo.add_argument("--profiles", type=int, default=3000)
 
-    bench = sub.add_parser("bench", help="pipeline benchmark (see scripts/bench_pipeline.py)")
-    bench.add_argument("args", nargs=argparse.REMAINDER)
+    sub.add_parser("bench", help="pipeline benchmark; `itinerary bench --help` for its options")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -58,10 +62,6 @@ def main(argv: list[str] | None = None) -> int:
             from itinerary.demo import run_demo
 
             return run_demo(args.config, profiles=args.profiles)
-        if args.command == "bench":
-            from itinerary.bench import main as bench_main
-
-            return bench_main(args.args)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
