@@ -105,7 +105,6 @@ class ProfileShard:
         engine = self.engine
         profiles = self.profiles
         applied = duplicates = 0
-        steps_before = sum(self.steps.values())
         needs_payload = engine.needs_payload
         for key, name, packed, ingest_ts, event_id, identity_map in records:
             profile = profiles.get(key)
@@ -126,7 +125,6 @@ class ProfileShard:
                 self._execute(key, effects, now, ingest_ts)
         self.counts["events"] += applied
         self.counts["duplicates"] += duplicates
-        self.counts["decisions"] += sum(self.steps.values()) - steps_before
         self._metrics.batch(applied, duplicates, Counter())
         return applied
 
@@ -169,6 +167,7 @@ class ProfileShard:
             kind = type(effect)
             if kind is StepEvent:
                 self.steps[(effect.journey, effect.node, effect.kind)] += 1
+                self.counts["decisions"] += 1
                 self.recent_steps.append((key, now, effect))
             elif kind is ScheduleTimer:
                 self.timers.push(effect.due, (key, effect.journey, effect.instance, effect.node))

@@ -18,35 +18,50 @@ def journey_counts(status: dict[str, Any]) -> dict[str, Counter[tuple[str, str]]
     return out
 
 
+# (column heading, key in the status record); the first column is the record's name.
+SHARD_COLUMNS = (
+    ("profiles", "profiles"),
+    ("active instances", "active_total"),
+    ("pending timers", "pending_timers"),
+    ("events applied", "events_applied"),
+    ("duplicates", "duplicates"),
+    ("decisions", "decisions"),
+    ("sends", "sends"),
+)
+INGRESS_COLUMNS = (
+    ("port", "port"),
+    ("requests", "requests"),
+    ("accepted", "accepted"),
+    ("rejected", "rejected"),
+    ("429", "throttled"),
+    ("errors", "errors"),
+    ("queued", "queued"),
+)
+
+
+def _records_table(
+    title: str, first: str, columns: tuple[tuple[str, str], ...], records: list[dict[str, Any]]
+) -> Table:
+    """One row per actor record; an actor that did not answer shows its error instead."""
+    table = Table(title=title)
+    table.add_column(first)
+    for heading, _ in columns:
+        table.add_column(heading, justify="right")
+    for record in records:
+        if "error" in record:
+            table.add_row(record.get("name", "?"), f"[red]{record['error']}[/red]", *[""] * (len(columns) - 1))
+        else:
+            table.add_row(record["name"], *(str(record.get(key, "")) for _, key in columns))
+    return table
+
+
 def render_status(status: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
-    shards = Table(title="Profile shards")
-    for col in (
-        "shard",
-        "profiles",
-        "active instances",
-        "pending timers",
-        "events applied",
-        "duplicates",
-        "decisions",
-        "sends",
-    ):
-        shards.add_column(col, justify="right" if col != "shard" else "left")
-    for s in status.get("shards", []):
-        if "error" in s:
-            shards.add_row(s.get("name", "?"), f"[red]{s['error']}[/red]", "", "", "", "", "", "")
-            continue
-        shards.add_row(
-            s["name"],
-            str(s["profiles"]),
-            str(sum(s["active_instances"].values())),
-            str(s["pending_timers"]),
-            str(s["events_applied"]),
-            str(s["duplicates"]),
-            str(s["decisions"]),
-            str(s["sends"]),
-        )
-    console.print(shards)
+    shards = [
+        dict(s, active_total=sum(s["active_instances"].values())) if "error" not in s else s
+        for s in status.get("shards", [])
+    ]
+    console.print(_records_table("Profile shards", "shard", SHARD_COLUMNS, shards))
     journeys = Table(title="Journeys")
     for col in ("journey", "version", "status", "nodes", "active instances", "entered", "exited"):
         journeys.add_column(col, justify="left" if col in ("journey", "status") else "right")
@@ -62,24 +77,7 @@ def render_status(status: dict[str, Any], console: Console | None = None) -> Non
     console.print(journeys)
     render_journeys(status, console)
     render_gateways(status.get("gateways", []), console)
-    ingress = Table(title="Ingress")
-    for col in ("ingress", "port", "requests", "accepted", "rejected", "429", "errors", "queued"):
-        ingress.add_column(col)
-    for i in status.get("ingresses", []):
-        if "error" in i:
-            ingress.add_row(i.get("name", "?"), f"[red]{i['error']}[/red]", "", "", "", "", "", "")
-            continue
-        ingress.add_row(
-            i["name"],
-            str(i["port"]),
-            str(i["requests"]),
-            str(i["accepted"]),
-            str(i["rejected"]),
-            str(i["throttled"]),
-            str(i["errors"]),
-            str(i["queued"]),
-        )
-    console.print(ingress)
+    console.print(_records_table("Ingress", "ingress", INGRESS_COLUMNS, status.get("ingresses", [])))
 
 
 def render_journeys(status: dict[str, Any], console: Console) -> None:

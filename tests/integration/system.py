@@ -113,6 +113,19 @@ def test_config(smtp: SmtpReceiver, hooks: WebhookReceiver, flaky: WebhookReceiv
         },
     }
 
+    def one_action_journey(journey: str, event: str, channel: str) -> dict[str, Any]:
+        """Enter on `event`, call `channel` once with the event's `n`, end (or fail)."""
+        return {
+            "id": journey,
+            "reentrance": {"allowed": True, "wait": "PT0S"},
+            "nodes": {
+                "start": {"type": "entry", "event": event, "next": "call"},
+                "call": action("call", channel, n="event.n"),
+                "done": {"type": "end"},
+                "failed": {"type": "end"},
+            },
+        }
+
     def action(node: str, channel: str, **payload: str) -> dict[str, Any]:
         return {
             "type": "action",
@@ -176,26 +189,8 @@ def test_config(smtp: SmtpReceiver, hooks: WebhookReceiver, flaky: WebhookReceiv
                 "failed": {"type": "end"},
             },
         },
-        {
-            "id": "burst",
-            "reentrance": {"allowed": True, "wait": "PT0S"},
-            "nodes": {
-                "start": {"type": "entry", "event": "ping", "next": "call"},
-                "call": action("call", "limited", n="event.n"),
-                "done": {"type": "end"},
-                "failed": {"type": "end"},
-            },
-        },
-        {
-            "id": "fragile",
-            "reentrance": {"allowed": True, "wait": "PT0S"},
-            "nodes": {
-                "start": {"type": "entry", "event": "flaky", "next": "call"},
-                "call": action("call", "flaky", n="event.n"),
-                "done": {"type": "end"},
-                "failed": {"type": "end"},
-            },
-        },
+        one_action_journey("burst", "ping", "limited"),
+        one_action_journey("fragile", "flaky", "flaky"),
     ]
     return AppConfig.model_validate(
         {
