@@ -25,6 +25,7 @@ import aiohttp
 from rich.console import Console
 from rich.table import Table
 
+from itinerary.aio import run
 from itinerary.config.app import AppConfig
 from itinerary.traffic import TrafficGenerator
 
@@ -136,6 +137,8 @@ def cpu_by_role() -> dict[str, float]:
                 role = "load generator + receivers"
             elif cmd.startswith("ray::"):
                 role = cmd.split()[0][5:].split(".")[0]
+            elif "raylet" in cmd.split(" ", 1)[0] or "gcs_server" in cmd.split(" ", 1)[0]:
+                role = "Ray raylet + GCS"  # the object store and scheduling
             else:
                 continue
             times = proc.cpu_times()
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(REPO / "config/examples/demo.yaml"))
     parser.add_argument("--out", default=str(REPO / "results/bench_pipeline.json"))
     args = parser.parse_args(argv)
-    return asyncio.run(_main(args))
+    return run(_main(args))
 
 
 async def _main(args: argparse.Namespace) -> int:

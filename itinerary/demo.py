@@ -19,6 +19,7 @@ import aiohttp
 from rich.console import Console
 from rich.table import Table
 
+from itinerary.aio import run
 from itinerary.receivers import SmtpReceiver, WebhookReceiver
 from itinerary.report import journey_counts, render_gateways, render_journeys
 from itinerary.traffic import TrafficGenerator
@@ -29,7 +30,7 @@ SETTLE_TIMEOUT = 120.0
 
 
 def run_demo(config_file: str, profiles: int = 3000) -> int:
-    return asyncio.run(_demo(config_file, profiles))
+    return run(_demo(config_file, profiles))
 
 
 async def _demo(config_file: str, profiles: int) -> int:

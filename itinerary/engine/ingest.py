@@ -155,8 +155,9 @@ def _parse_json(data: bytes, where: str) -> Any:
     if not data.strip():
         raise BodyError(400, f"body is not valid JSON: {where}it is empty")
     try:
-        # The NaN and Infinity literals are not JSON (RFC 8259).
-        return from_json(data, allow_inf_nan=False)
+        # The NaN and Infinity literals are not JSON (RFC 8259). Keys repeat from event to
+        # event and are worth caching; values mostly do not (caching them cost ~40 % more).
+        return from_json(data, allow_inf_nan=False, cache_strings="keys")
     except ValueError as exc:
         raise BodyError(400, f"body is not valid JSON: {where}{str(exc)[:200]}") from None
 
