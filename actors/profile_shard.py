@@ -105,12 +105,12 @@ class ProfileShard:
         engine = self.engine
         profiles = self.profiles
         applied = duplicates = 0
-        needs_payload = engine.needs_payload
+        payload_events = engine.payload_events
         for key, name, packed, ingest_ts, event_id, identity_map in records:
             profile = profiles.get(key)
             if profile is None:
                 profile = profiles[key] = engine.new_profile(key, now)
-            if not needs_payload(name):
+            if name not in payload_events:
                 if engine.observe(profile, event_id, identity_map, now):
                     applied += 1
                 else:

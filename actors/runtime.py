@@ -58,3 +58,11 @@ def launch_supervisor(app: AppConfig, config_file: str) -> Any:
         "max_concurrency": 100,
     }
     return ray.remote(Supervisor).options(**options).remote(app, config_file)
+
+
+# For a Ray this process starts itself (demo, bench, `itinerary up` without --address).
+# A batch of 1,000 XDM events is about 1 MB: passed inline rather than through the object
+# store it skips a copy and the raylet's bookkeeping, a tenth of a core at 20,000 events/s.
+# A cluster started with `ray start` takes the same setting from its operator instead
+# (`RAY_max_direct_call_object_size`, see docs/operations.md).
+LOCAL_RAY_SYSTEM_CONFIG: dict[str, int] = {"max_direct_call_object_size": 4 * 1024 * 1024}

@@ -36,7 +36,7 @@ def run_demo(config_file: str, profiles: int = 3000) -> int:
 async def _demo(config_file: str, profiles: int) -> int:
     import ray
 
-    from itinerary.actors.runtime import launch_supervisor
+    from itinerary.actors.runtime import LOCAL_RAY_SYSTEM_CONFIG, launch_supervisor
     from itinerary.config.loader import load_config
 
     console = Console(width=max(Console().width, 132))
@@ -60,6 +60,7 @@ async def _demo(config_file: str, profiles: int) -> int:
         include_dashboard=True,
         log_to_driver=False,
         configure_logging=False,
+        _system_config=LOCAL_RAY_SYSTEM_CONFIG,
     )
     supervisor = launch_supervisor(app, config_file)
     try:

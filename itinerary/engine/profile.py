@@ -6,7 +6,7 @@ left (for re-entrance rules). `JourneyEngine` applies events, timers and outcome
 profile and returns effects; it never reads the clock and never does I/O.
 
 Profile keys: key, ids {namespace: [id, ...]}, attrs {name: value, "identities": {ns: id}},
-seen [event id, ...], journeys {journey id: instance}, hist {journey id: [entries, last exit]},
+seen {event id: None} (oldest first), journeys {journey id: instance}, hist {journey id: [entries, last exit]},
 created, updated.
 """
 
@@ -64,6 +64,9 @@ class JourneyEngine:
                 group = self._listeners.setdefault(name, [])
                 if all(j.id != journey.id for j in group):
                     group.append(journey)
+        self.payload_events = frozenset(
+            [*self._entries, *self._listeners, *(name for name, mapping in self._fields.items() if mapping)]
+        )
 
     @property
     def journeys(self) -> list[jr.CompiledJourney]:
@@ -73,8 +76,9 @@ class JourneyEngine:
         return event_name in self._entries or event_name in self._listeners
 
     def needs_payload(self, event_name: str) -> bool:
-        """Whether applying events of this definition reads more than their id and identities."""
-        return self.cares_about(event_name) or bool(self._fields.get(event_name))
+        """Whether applying events of this definition reads more than their id and identities
+        (the same as membership of `payload_events`, the set the hot path tests)."""
+        return event_name in self.payload_events
 
     def observe(self, profile: dict[str, Any], event_id: Any, identity_map: Any, now: float) -> bool:
         """Apply an event no journey or profile field reads: de-duplicate, merge identities.
@@ -91,12 +95,13 @@ class JourneyEngine:
     def _remember(self, profile: dict[str, Any], event_id: Any) -> bool:
         if event_id is None:
             return True
-        seen: list[Any] = profile["seen"]
+        # A dict used as an insertion-ordered set: O(1) lookups, the oldest id goes first.
+        seen: dict[Any, None] = profile["seen"]
         if event_id in seen:
             return False
-        seen.append(event_id)
+        seen[event_id] = None
         if len(seen) > self._recent:
-            del seen[0]
+            del seen[next(iter(seen))]
         return True
 
     @staticmethod
@@ -105,7 +110,7 @@ class JourneyEngine:
             "key": key,
             "ids": {},
             "attrs": {"identities": {}},
-            "seen": [],
+            "seen": {},
             "journeys": {},
             "hist": {},
             "created": now,
@@ -201,6 +206,8 @@ class JourneyEngine:
             known = ids.get(namespace)
             if known is None:
                 known = ids[namespace] = []
+            elif len(entries) == 1 and type(entries[0]) is dict and entries[0].get("id") in known:
+                continue  # the common case: one id per namespace, already known
             for entry in entries:
                 value = entry.get("id") if isinstance(entry, dict) else None
                 if isinstance(value, str) and value not in known and len(known) < self._max_ids:
