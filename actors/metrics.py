@@ -42,6 +42,15 @@ class ShardMetrics:
         self._outcomes = m.Counter(
             "itinerary_shard_outcomes_total", "Message outcomes returned to profiles", tag_keys=("shard", "outcome")
         )
+        self._recovery = m.Gauge(
+            "itinerary_shard_recovery_seconds",
+            "How long the shard took to load its snapshot and replay its log",
+            tag_keys=("shard",),
+        )
+        self._log_entries = m.Counter(
+            "itinerary_shard_log_entries_total", "Entries written to the shard's write-ahead log", tag_keys=("shard",)
+        )
+        self._snapshots = m.Counter("itinerary_shard_snapshots_total", "Snapshots written", tag_keys=("shard",))
 
     def batch(self, applied: int, duplicates: int, steps: Counter[tuple[str, str, str]]) -> None:
         if not self._on:
@@ -57,6 +66,18 @@ class ShardMetrics:
         if self._on:
             for outcome, n in counts.items():
                 self._outcomes.inc(n, tags={**self._tags, "outcome": outcome})
+
+    def recovered(self, seconds: float) -> None:
+        if self._on:
+            self._recovery.set(seconds, tags=self._tags)
+
+    def logged(self, entries: int) -> None:
+        if self._on:
+            self._log_entries.inc(entries, tags=self._tags)
+
+    def snapshot(self) -> None:
+        if self._on:
+            self._snapshots.inc(1, tags=self._tags)
 
     def gauges(self, profiles: int, timers: int) -> None:
         if self._on:

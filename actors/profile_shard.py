@@ -4,13 +4,24 @@ A shard owns the profiles whose keys hash to its partitions. Events arrive in ms
 batches from ingresses, outcomes in batches from gateways; timers live in the shard's
 heap and are driven by an injected clock. Sends are gathered per channel and leave in one
 call per channel per batch. The class is plain Python; `actors.runtime` binds it to Ray.
+
+Durability: every input (an event batch, an outcome batch, the timers that fell due) is
+appended to the shard's write-ahead log before it is applied, and applied with the time
+written next to it; the answer to the caller goes out after both. Inputs that arrive
+while a write is under way wait for the next one, so the log commits in groups. Dirty
+profiles are snapshotted every `snapshot_interval` and the log up to the snapshot is
+dropped. On start the shard loads the snapshot, replays the log tail through the same
+code with the logged times, rebuilds its timers from the journey instances, and re-sends
+what the replay asked for (gateways recognise a resend by its message id).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -27,11 +38,16 @@ from itinerary.config.app import AppConfig
 from itinerary.engine.effects import ScheduleTimer, Send, StepEvent
 from itinerary.engine.messages import SendRequest
 from itinerary.engine.timers import TimerQueue
+from itinerary.store.base import EVENTS, OUTCOMES, ShardStore
+from itinerary.store.factory import open_shard_store
+from itinerary.store.memory import MemoryShardStore
 
 log = logging.getLogger(__name__)
 
 HELD_BATCH_TIMEOUT = 30.0
+TIMERS = 3  # log entry kind: timers that fell due, as [[due, key, journey, instance, node], ...]
 TimerKey = tuple[str, str, str, str]  # profile key, journey, instance, node
+_pack = msgpack.Packer(use_bin_type=True).pack
 
 
 class ProfileShard:
@@ -42,7 +58,13 @@ class ProfileShard:
     """
 
     def __init__(
-        self, index: int, app: AppConfig, peers: Peers | None = None, clock: Any = None, start_timers: bool = True
+        self,
+        index: int,
+        app: AppConfig,
+        peers: Peers | None = None,
+        clock: Any = None,
+        start_timers: bool = True,
+        store: ShardStore | None = None,
     ) -> None:
         tune_gc()
         self.index = index
@@ -70,6 +92,22 @@ class ProfileShard:
         self._senders: dict[str, Coalescer] = {}
         self._timer_task: asyncio.Task[None] | None = None
         self._start_timers = start_timers
+        storage = app.runtime.storage
+        self.store = store if store is not None else open_shard_store(storage, app.runtime.data_dir, self.name)
+        # Memory stores are called inline; real ones from one I/O thread, in order.
+        self._durable = not isinstance(self.store, MemoryShardStore)
+        self._io = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-io") if self._durable else None
+        self._log_queue: list[tuple[int, bytes, asyncio.Future[Any]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._applied_seq = 0
+        self._log_bytes = 0
+        self._dirty: set[str] = set()
+        self._snapshot_interval = storage.snapshot_interval.total_seconds()
+        self._snapshot_log_bytes = storage.snapshot_log_bytes
+        self._last_snapshot = time.monotonic()
+        self._snapshotting = False
+        self.recovery: dict[str, Any] = {}
+        self._recover()
 
     def __repr__(self) -> str:
         return f"ProfileShard({self.name}, profiles={len(self.profiles)})"
@@ -77,10 +115,11 @@ class ProfileShard:
     # -- inputs -----------------------------------------------------------------------
 
     async def apply_batch(self, sender: str, seq: int, blob: bytes) -> int:
-        """Apply a batch of routed records (see itinerary.router.Record); returns how many."""
+        """Log, then apply a batch of routed records (see itinerary.router.Record); returns how many."""
         self._ensure_timer_task()
         # Senders number their batches from 0 and start a new sender id after any failed
-        # call, so a gap here is only ever a reordering in transit.
+        # call, so a gap here is only ever a reordering in transit. The next number of
+        # each sender is part of the log and the snapshot, so it survives a restart.
         expected = self._next_seq.get(sender, 0)
         if seq != expected:
             if seq < expected:
@@ -88,25 +127,187 @@ class ProfileShard:
             future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             self._held.setdefault(sender, {})[seq] = (blob, future, self.clock())
             return await future
-        applied = self._apply_records(blob)
+        blobs = [blob]
+        followers: list[asyncio.Future[int]] = []
         self._next_seq[sender] = seq + 1
         held = self._held.get(sender)
         while held and self._next_seq[sender] in held:
             next_blob, next_future, _ = held.pop(self._next_seq[sender])
-            next_future.set_result(self._apply_records(next_blob))
+            blobs.append(next_blob)
+            followers.append(next_future)
             self._next_seq[sender] += 1
+        try:
+            results = await asyncio.gather(
+                *(self._commit(EVENTS, _pack([sender, seq + i, b])) for i, b in enumerate(blobs))
+            )
+        except Exception as exc:
+            for follower in followers:
+                if not follower.done():
+                    follower.set_exception(exc)
+            raise
+        for follower, applied in zip(followers, results[1:], strict=True):
+            if not follower.done():
+                follower.set_result(applied)
         await self.flush_sends()
-        return applied
+        return int(results[0])
 
-    def _apply_records(self, blob: bytes) -> int:
+    # -- the write-ahead log ----------------------------------------------------------
+
+    def _commit(self, kind: int, blob: bytes) -> asyncio.Future[Any]:
+        """Queue an input for the log; the future resolves once it is logged and applied."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._log_queue.append((kind, blob, future))
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_log())
+        return future
+
+    async def _write_log(self) -> None:
+        try:
+            while self._log_queue:
+                group, self._log_queue = self._log_queue, []
+                at = self.clock()
+                entries = [(kind, at, blob) for kind, blob, _ in group]
+                try:
+                    if self._io is not None:
+                        last = await asyncio.get_running_loop().run_in_executor(self._io, self.store.append, entries)
+                    else:
+                        last = self.store.append(entries)
+                except Exception as exc:
+                    log.error("%s: write-ahead log append failed: %s", self.name, exc)
+                    for kind, blob, future in group:
+                        if kind == TIMERS:
+                            self._unpop_timers(blob)
+                        if not future.done():
+                            future.set_exception(RuntimeError(f"{self.name}: log write failed"))
+                    continue
+                self._metrics.logged(len(group))
+                first = last - len(group) + 1
+                for offset, (kind, blob, future) in enumerate(group):
+                    try:
+                        result = self._apply_entry(kind, blob, at)
+                    except Exception as exc:  # a bug in applying must not wedge the log
+                        log.exception("%s: applying log entry %d failed", self.name, first + offset)
+                        if not future.done():
+                            future.set_exception(exc)
+                    else:
+                        if not future.done():
+                            future.set_result(result)
+                    self._applied_seq = first + offset
+                    self._log_bytes += len(blob)
+        finally:
+            self._writer = None
+
+    def _apply_entry(self, kind: int, blob: bytes, at: float) -> Any:
+        if kind == EVENTS:
+            sender, seq, records = msgpack.unpackb(blob, raw=False)
+            if self._next_seq.get(sender, 0) <= seq:  # only when replaying: live calls set it first
+                self._next_seq[sender] = seq + 1
+            return self._apply_records(records, at)
+        if kind == OUTCOMES:
+            return self._apply_outcomes(blob, at)
+        if kind == TIMERS:
+            return self._apply_timers(blob, at)
+        raise ValueError(f"unknown log entry kind {kind}")
+
+    def _recover(self) -> None:
+        """Load the snapshot, replay the log after it, rebuild the timers."""
+        started = time.perf_counter()
+        state = self.store.load()
+        unpack = msgpack.unpackb
+        for key, packed in state.profiles:
+            self.profiles[key] = unpack(packed, raw=False)
+        if state.meta:
+            meta = unpack(state.meta, raw=False)
+            self.counts.update(meta.get("counts", {}))
+            self.steps.update({(j, n, k): c for j, n, k, c in meta.get("steps", [])})
+            self.outcomes.update({(ch, o): c for ch, o, c in meta.get("outcomes", [])})
+            self._next_seq.update(meta.get("next_seq", {}))
+        self._applied_seq = state.snapshot_seq
+        for seq, kind, at, blob in state.log:
+            try:
+                self._apply_entry(kind, blob, at)
+            except Exception:
+                log.exception("%s: replaying log entry %d failed; skipped", self.name, seq)
+            self._applied_seq = seq
+            self._log_bytes += len(blob)
+        self.timers = TimerQueue()
+        for key, profile in self.profiles.items():
+            for instance in profile["journeys"].values():
+                if instance.get("due") is not None:
+                    self.timers.push(instance["due"], (key, instance["j"], instance["id"], instance["n"]))
+        seconds = time.perf_counter() - started
+        self.recovery = {
+            "seconds": round(seconds, 3),
+            "profiles": len(state.profiles),
+            "replayed": len(state.log),
+            "resends": sum(len(v) for v in self.pending_sends.values()),
+        }
+        self._metrics.recovered(seconds)
+        if state.profiles or state.log:
+            log.info(
+                "%s recovered %d profiles and replayed %d log entries in %.2fs",
+                self.name,
+                len(state.profiles),
+                len(state.log),
+                seconds,
+            )
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Write the profiles changed since the last snapshot and drop the log before them."""
+        if self._snapshotting:
+            return {"skipped": True}
+        self._snapshotting = True
+        try:
+            upto = self._applied_seq
+            dirty, self._dirty = self._dirty, set()
+            profiles = self.profiles
+            upserts = [(key, _pack(profiles[key])) for key in dirty if key in profiles]
+            meta = _pack(
+                {
+                    "counts": dict(self.counts),
+                    "steps": [[j, n, k, c] for (j, n, k), c in self.steps.items()],
+                    "outcomes": [[ch, o, c] for (ch, o), c in self.outcomes.items()],
+                    "next_seq": self._next_seq,
+                }
+            )
+            log_bytes = self._log_bytes
+            try:
+                if self._io is not None:
+                    await asyncio.get_running_loop().run_in_executor(
+                        self._io, self.store.snapshot, upto, meta, upserts, []
+                    )
+                else:
+                    self.store.snapshot(upto, meta, upserts, [])
+            except Exception:
+                self._dirty |= dirty  # written next time
+                raise
+            self._log_bytes = max(0, self._log_bytes - log_bytes)
+            self._last_snapshot = time.monotonic()
+            self.counts["snapshots"] += 1
+            self._metrics.snapshot()
+            return {"upto": upto, "profiles": len(upserts)}
+        finally:
+            self._snapshotting = False
+
+    def _snapshot_due(self) -> bool:
+        if not self._durable or self._snapshotting:
+            return False
+        if self._log_bytes >= self._snapshot_log_bytes:
+            return True
+        return bool(self._dirty) and time.monotonic() - self._last_snapshot >= self._snapshot_interval
+
+    def _apply_records(self, blob: bytes, now: float | None = None) -> int:
         records = msgpack.unpackb(blob, raw=False)
         unpack = msgpack.unpackb
-        now = self.clock()
+        now = self.clock() if now is None else now
         engine = self.engine
         profiles = self.profiles
         applied = duplicates = 0
         payload_events = engine.payload_events
+        touch = self._dirty.add if self._durable else None
         for key, name, packed, ingest_ts, event_id, identity_map in records:
+            if touch is not None:
+                touch(key)
             profile = profiles.get(key)
             if profile is None:
                 profile = profiles[key] = engine.new_profile(key, now)
@@ -129,36 +330,56 @@ class ProfileShard:
         return applied
 
     async def deliver_outcomes(self, blob: bytes) -> None:
-        """Outcomes from a gateway resume the journeys that wait for them."""
+        """Outcomes from a gateway resume the journeys that wait for them (logged first)."""
         self._ensure_timer_task()
-        now = self.clock()
-        per_outcome: Counter[str] = Counter()
-        for outcome in msgpack.unpackb(blob, raw=False):
-            per_outcome[outcome["outcome"]] += 1
-            self.outcomes[(outcome["channel"], outcome["outcome"])] += 1
-            profile = self.profiles.get(outcome["profile"])
-            if profile is None:
-                continue
-            effects = self.engine.apply_outcome(profile, outcome, now)
-            if effects:
-                self._execute(outcome["profile"], effects, now, outcome.get("event_ts"))
-        self._metrics.outcomes(per_outcome)
+        await self._commit(OUTCOMES, blob)
         await self.flush_sends()
 
-    def fire_timers(self, now: float | None = None) -> int:
-        """Run every timer due by `now`; returns how many fired."""
-        now = self.clock() if now is None else now
+    def _apply_outcomes(self, blob: bytes, now: float) -> int:
+        per_outcome: Counter[str] = Counter()
+        outcomes = msgpack.unpackb(blob, raw=False)
+        for outcome in outcomes:
+            per_outcome[outcome["outcome"]] += 1
+            self.outcomes[(outcome["channel"], outcome["outcome"])] += 1
+            key = outcome["profile"]
+            profile = self.profiles.get(key)
+            if profile is None:
+                continue
+            if self._durable:
+                self._dirty.add(key)
+            effects = self.engine.apply_outcome(profile, outcome, now)
+            if effects:
+                self._execute(key, effects, now, outcome.get("event_ts"))
+        self._metrics.outcomes(per_outcome)
+        return len(outcomes)
+
+    async def fire_timers(self, now: float | None = None) -> int:
+        """Log and run every timer due by `now`; returns how many moved a journey on."""
+        due = self.timers.pop_due(self.clock() if now is None else now)
+        if not due:
+            return 0
+        blob = _pack([[at, key, journey, instance, node] for at, (key, journey, instance, node) in due])
+        return int(await self._commit(TIMERS, blob))
+
+    def _apply_timers(self, blob: bytes, now: float) -> int:
         fired = 0
-        for due, (key, journey, instance, node) in self.timers.pop_due(now):
+        for due, key, journey, instance, node in msgpack.unpackb(blob, raw=False):
             profile = self.profiles.get(key)
             if profile is None:
                 continue
             effects = self.engine.apply_timer(profile, journey, instance, node, due, now)
             if effects:
                 fired += 1
+                if self._durable:
+                    self._dirty.add(key)
                 self._execute(key, effects, now, None)
         self.counts["timers_fired"] += fired
         return fired
+
+    def _unpop_timers(self, blob: bytes) -> None:
+        """Timers whose log write failed go back on the heap to be tried again."""
+        for due, key, journey, instance, node in msgpack.unpackb(blob, raw=False):
+            self.timers.push(due, (key, journey, instance, node))
 
     # -- effects ----------------------------------------------------------------------
 
@@ -222,8 +443,10 @@ class ProfileShard:
             await asyncio.sleep(tick)
             try:
                 self._expire_held(HELD_BATCH_TIMEOUT)
-                self.fire_timers()
+                await self.fire_timers()
                 await self.flush_sends()
+                if self._snapshot_due():
+                    await self.snapshot()
                 self._metrics.batch(0, 0, self._drain_step_deltas())
                 self._metrics.gauges(len(self.profiles), len(self.timers))
             except Exception:  # a control loop logs and goes on; it must not die
@@ -283,7 +506,7 @@ class ProfileShard:
     async def advance_clock(self, seconds: float) -> float:
         """Move this shard's clock forward (test mode and operators' time travel)."""
         self.clock.advance(seconds)
-        self.fire_timers()
+        await self.fire_timers()
         await self.drain_sends()
         return float(self.clock())
 
@@ -302,6 +525,14 @@ class ProfileShard:
             "decisions": self.counts["decisions"],
             "sends": self.counts["sends"],
             "timers_fired": self.counts["timers_fired"],
+            "storage": {
+                "backend": type(self.store).__name__,
+                "applied_seq": self._applied_seq,
+                "log_bytes": self._log_bytes,
+                "dirty_profiles": len(self._dirty),
+                "snapshots": self.counts["snapshots"],
+            },
+            "recovery": self.recovery,
             "steps": [[j, n, k, c] for (j, n, k), c in sorted(self.steps.items())],
             "outcomes": [[ch, o, c] for (ch, o), c in sorted(self.outcomes.items())],
             "clock": self.clock(),

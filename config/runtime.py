@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from itinerary.config.secrets import Secret
 
 DEFAULT_NAMESPACE_CODES = {"4": "ECID", "6": "Email", "7": "Phone", "9": "TNTID", "10": "AAID", "411": "AdCloud"}
 
@@ -47,6 +50,53 @@ class ProfileSettings(Frozen):
     max_attributes: int = Field(200, ge=1)
 
 
+class StorageSettings(Frozen):
+    """Where shards keep their write-ahead log and snapshots, and gateways their outbox.
+
+    `sqlite` (the default) keeps one database per shard and per gateway under the data
+    dir, in WAL mode; `redis` keeps them in a Redis server that every node of a cluster
+    can reach, so a shard restarted on another node finds its state; `memory` keeps
+    nothing (a crash loses what the actor held) and exists for benchmarks and tests.
+    """
+
+    # The redis URL may carry a password: it is masked in errors like a secret.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    backend: Literal["sqlite", "redis", "memory"] = "sqlite"
+    redis_url: Secret | None = Field(None, description="{env: NAME} or {file: PATH} holding redis://host:port/db")
+    sync: Literal["full", "normal"] = Field(
+        "normal",
+        description="sqlite: `normal` survives a process crash (the tests' faults); `full` also "
+        "a power cut, at one fsync per commit",
+    )
+    snapshot_interval: timedelta = Field(timedelta(seconds=10), description="how often dirty profiles are written")
+    snapshot_log_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="a snapshot is also taken once the log holds this much"
+    )
+    outbox_retention: timedelta = Field(
+        timedelta(hours=24), description="how long a delivered message's id is remembered to refuse a resend"
+    )
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> StorageSettings:
+        if self.backend == "redis" and self.redis_url is None:
+            raise ValueError("backend redis needs redis_url, e.g. {env: ITINERARY_REDIS_URL}")
+        return self
+
+
+class SecuritySettings(Frozen):
+    """API keys of the HTTP edge. With no keys configured the API is open (local use only).
+
+    `ingest_keys` may post events; `admin_keys` may also read profiles and status. Keys are
+    compared in constant time and never logged.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    ingest_keys: tuple[Secret, ...] = ()
+    admin_keys: tuple[Secret, ...] = ()
+
+
 class RuntimeSettings(Frozen):
     """Placement and sizing of the actors, and the data directory."""
 
@@ -61,6 +111,8 @@ class RuntimeSettings(Frozen):
     ingress: IngressSettings = IngressSettings()
     identity: IdentitySettings = IdentitySettings()
     profile: ProfileSettings = ProfileSettings()
+    storage: StorageSettings = StorageSettings()
+    security: SecuritySettings = SecuritySettings()
 
     @model_validator(mode="after")
     def _partitions_cover_shards(self) -> RuntimeSettings:

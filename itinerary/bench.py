@@ -51,9 +51,13 @@ def ceiling(app: AppConfig, bodies: list[bytes]) -> dict[str, Any]:
     from itinerary.engine.ingest import parse_body, validate_events
     from itinerary.engine.routing import RoutingTable
     from itinerary.router import EventRouter
+    from itinerary.store.memory import MemoryShardStore
 
     peers = LocalPeers()
-    shards = [ProfileShard(i, app, peers=peers, start_timers=False) for i in range(app.runtime.shards)]
+    shards = [
+        ProfileShard(i, app, peers=peers, start_timers=False, store=MemoryShardStore())
+        for i in range(app.runtime.shards)
+    ]
     router = EventRouter(Catalog.build(app), RoutingTable(app.runtime.partitions, app.runtime.shards))
     limits = app.runtime.ingress
     events = 0

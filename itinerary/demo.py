@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import tempfile
 import time
 from collections import Counter
 from typing import Any
@@ -50,6 +51,8 @@ async def _demo(config_file: str, profiles: int) -> int:
     os.environ["ITINERARY__CHANNELS__LOYALTY_API__URL"] = f"{http.url}/v1/loyalty/members"
     os.environ["ITINERARY__CHANNELS__STORE_PUSH__URL"] = f"{http.url}/v1/push/send"
     os.environ.setdefault("ITINERARY__RUNTIME__INGRESS__PORT", "0")
+    # Each demo starts from empty shard logs and outboxes, so its counts are its own.
+    os.environ.setdefault("ITINERARY__RUNTIME__DATA_DIR", tempfile.mkdtemp(prefix="itinerary-demo-"))
     app = load_config(config_file)
     console.print(f"[bold]itinerary demo[/bold]: {profiles} profiles, config {config_file}")
     console.print(f"  SMTP receiver on 127.0.0.1:{smtp.port}, HTTP receiver on {http.url}")

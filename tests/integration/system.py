@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import tempfile
 import threading
 import time
 import urllib.error
@@ -199,6 +200,9 @@ def test_config(smtp: SmtpReceiver, hooks: WebhookReceiver, flaky: WebhookReceiv
                 "partitions": 256,
                 "ray_namespace": f"itinerary-test-{uuid.uuid4().hex[:8]}",
                 "ingress": {"port": 0, "max_body_bytes": 1024 * 1024},
+                # Real SQLite logs and snapshots, in a directory of this test session.
+                "data_dir": tempfile.mkdtemp(prefix="itinerary-test-data-"),
+                "storage": {"snapshot_interval": "PT2S"},
             },
             "events": events,
             "channels": channels,

@@ -13,6 +13,8 @@ from itinerary.actors.peers import LocalPeers
 from itinerary.actors.profile_shard import ProfileShard
 from itinerary.clock import ManualClock
 from itinerary.engine.messages import outcome_for
+from itinerary.store.base import ShardStore
+from itinerary.store.memory import MemoryShardStore
 from tests.unit.journey_helpers import CART, WELCOME, catalog, event
 
 KEY = "Email:ann@example.com"
@@ -29,12 +31,15 @@ class RecordingGateway:
         return {"queued": len(requests), "rejected": 0}
 
 
-def make_shard(clock: ManualClock) -> tuple[ProfileShard, LocalPeers, dict[str, RecordingGateway]]:
+def make_shard(
+    clock: ManualClock, store: ShardStore | None = None
+) -> tuple[ProfileShard, LocalPeers, dict[str, RecordingGateway]]:
     app = catalog(WELCOME, CART).config
     peers = LocalPeers()
     gateways = {"email": RecordingGateway(), "push": RecordingGateway()}
     peers.gateways.update(gateways)
-    shard = ProfileShard(0, app, peers=peers, clock=clock, start_timers=False)
+    store = store if store is not None else MemoryShardStore()
+    shard = ProfileShard(0, app, peers=peers, clock=clock, start_timers=False, store=store)
     peers.shards[0] = shard
     return shard, peers, gateways
 
@@ -88,9 +93,9 @@ def test_timer_fires_on_the_injected_clock_and_the_send_reaches_the_gateway() ->
         assert welcome["node"] == "send"  # the welcome email
         await shard.deliver_outcomes(msgpack.packb([outcome_for(welcome, "sent", at=clock())]))
         clock.advance(1799)
-        assert shard.fire_timers() == 0
+        assert await shard.fire_timers() == 0
         clock.advance(1)
-        assert shard.fire_timers() == 1
+        assert await shard.fire_timers() == 1
         await shard.drain_sends()
         reminder = gateways["email"].requests[-1]
         assert reminder["node"] == "mail" and reminder["profile"] == KEY and reminder["shard"] == 0

@@ -1,0 +1,1 @@
+"""Durable state: shard write-ahead logs and snapshots, gateway outboxes (no Ray here)."""

@@ -1,0 +1,174 @@
+"""SQLite backends: one database file per shard and per gateway, in WAL mode.
+
+WAL mode lets a snapshot write while the log keeps appending, and a commit costs one
+write to the WAL file (plus an fsync when `sync` is `full`). With `sync: normal` a
+committed entry survives the death of the process, which is the failure a Ray actor
+restart recovers from; `full` also survives a power cut.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from itinerary.store.base import DEAD, DONE, PENDING, OutboxRow, ShardState
+
+_SCHEMA_VERSION = 1
+
+
+def _connect(path: Path, sync: str) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Autocommit mode (isolation_level=None): transactions are explicit BEGIN/COMMIT.
+    # check_same_thread=False: the actor opens the store, its I/O thread uses it.
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+    db.execute("PRAGMA busy_timeout=5000")
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version not in (0, _SCHEMA_VERSION):
+        db.close()
+        raise RuntimeError(f"{path}: schema version {version}, this build reads {_SCHEMA_VERSION}")
+    return db
+
+
+class SqliteShardStore:
+    """A shard's log and snapshot in `<data_dir>/shards/<name>.db`."""
+
+    def __init__(self, path: str | Path, *, sync: str = "normal") -> None:
+        self.path = Path(path)
+        self._db = _connect(self.path, sync)
+        self._db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, kind INTEGER NOT NULL,
+                                            at REAL NOT NULL, blob BLOB NOT NULL);
+            CREATE TABLE IF NOT EXISTS profiles (key TEXT PRIMARY KEY, state BLOB NOT NULL) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID;
+            """
+        )
+        self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        row = self._db.execute("SELECT MAX(seq) FROM log").fetchone()
+        snap = self._meta("snapshot_seq")
+        self._seq = max(row[0] or 0, int(snap) if snap is not None else 0)
+
+    def __repr__(self) -> str:
+        return f"SqliteShardStore({self.path})"
+
+    def _meta(self, name: str) -> bytes | None:
+        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def append(self, entries: list[tuple[int, float, bytes]]) -> int:
+        db = self._db
+        first = self._seq + 1
+        rows = [(first + i, kind, at, blob) for i, (kind, at, blob) in enumerate(entries)]
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT INTO log (seq, kind, at, blob) VALUES (?, ?, ?, ?)", rows)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._seq += len(rows)
+        return self._seq
+
+    def load(self) -> ShardState:
+        snap = self._meta("snapshot_seq")
+        snapshot_seq = int(snap) if snap is not None else 0
+        return ShardState(
+            snapshot_seq=snapshot_seq,
+            meta=self._meta("shard"),
+            profiles=list(self._db.execute("SELECT key, state FROM profiles")),
+            log=list(
+                self._db.execute("SELECT seq, kind, at, blob FROM log WHERE seq > ? ORDER BY seq", (snapshot_seq,))
+            ),
+        )
+
+    def snapshot(self, upto_seq: int, meta: bytes, upserts: list[tuple[str, bytes]], deletes: list[str]) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT OR REPLACE INTO profiles (key, state) VALUES (?, ?)", upserts)
+            db.executemany("DELETE FROM profiles WHERE key = ?", [(k,) for k in deletes])
+            db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('shard', ?)", (meta,))
+            db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('snapshot_seq', ?)", (str(upto_seq),))
+            db.execute("DELETE FROM log WHERE seq <= ?", (upto_seq,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class SqliteOutboxStore:
+    """A gateway's outbox in `<data_dir>/gateways/<name>.db`."""
+
+    def __init__(self, path: str | Path, *, sync: str = "normal") -> None:
+        self.path = Path(path)
+        self._db = _connect(self.path, sync)
+        self._db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS outbox (
+                n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, state TEXT NOT NULL,
+                request BLOB NOT NULL, outcome BLOB, created REAL NOT NULL, finished REAL);
+            CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, n);
+            """
+        )
+        self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+
+    def __repr__(self) -> str:
+        return f"SqliteOutboxStore({self.path})"
+
+    def add(self, requests: list[tuple[str, bytes]], now: float) -> list[OutboxRow]:
+        db = self._db
+        known: list[OutboxRow] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for message_id, request in requests:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO outbox (id, state, request, created) VALUES (?, ?, ?, ?)",
+                    (message_id, PENDING, request, now),
+                )
+                if cursor.rowcount == 0:
+                    row = db.execute("SELECT state, outcome FROM outbox WHERE id = ?", (message_id,)).fetchone()
+                    known.append((message_id, row[0], row[1]))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return known
+
+    def finish(self, results: list[tuple[str, str, bytes]], now: float) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "UPDATE outbox SET state = ?, outcome = ?, finished = ? WHERE id = ?",
+                [(state, outcome, now, message_id) for message_id, state, outcome in results],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def pending(self) -> Iterator[bytes]:
+        rows = self._db.execute("SELECT request FROM outbox WHERE state = ? ORDER BY n", (PENDING,)).fetchall()
+        return (row[0] for row in rows)
+
+    def dead_letters(self, limit: int) -> list[bytes]:
+        rows = self._db.execute("SELECT outcome FROM outbox WHERE state = ? ORDER BY n DESC LIMIT ?", (DEAD, limit))
+        return [row[0] for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys((PENDING, DONE, DEAD), 0)
+        counts.update(self._db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
+        return counts
+
+    def prune(self, before: float) -> int:
+        cursor = self._db.execute("DELETE FROM outbox WHERE state = ? AND finished < ?", (DONE, before))
+        return cursor.rowcount
+
+    def close(self) -> None:
+        self._db.close()
