@@ -3,11 +3,20 @@
 It unpacks batches of send requests from shards, hands them to the `ChannelGateway` that
 applies the channel's limits, and routes the outcomes back to the shards that asked, in
 one call per shard per flush.
+
+The outbox: every request is written to the gateway's store before it is queued, and its
+final outcome after the provider answered. A restarted gateway resumes the pending ones;
+a request it already knows (a shard replaying its log re-sends what it asked for) is not
+queued again: a finished one gets its recorded outcome back, a pending one is already on
+its way. Failed and expired messages stay in the store as dead letters with their reason.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -19,7 +28,13 @@ from itinerary.actors.names import gateway_name
 from itinerary.actors.peers import Peers
 from itinerary.channels.gateway import ChannelGateway
 from itinerary.config.app import AppConfig
-from itinerary.engine.messages import Outcome
+from itinerary.engine.messages import EXPIRED, FAILED, SENT, Outcome, SendRequest
+from itinerary.store.base import DEAD, DONE
+from itinerary.store.factory import open_outbox_store
+from itinerary.store.memory import MemoryOutboxStore
+
+_FINAL_STATE = {SENT: DONE, FAILED: DEAD, EXPIRED: DEAD}
+PRUNE_EVERY = 60.0  # seconds between sweeps of delivered messages past their retention
 
 log = logging.getLogger(__name__)
 
@@ -48,26 +63,68 @@ class GatewayActor:
         self._returns: dict[int, Coalescer] = {}
         # Outcomes only move journeys past their actions: a few tens of ms cost nothing.
         self._outcome_interval = app.runtime.outcome_flush.total_seconds()
+        storage = app.runtime.storage
+        self.outbox = open_outbox_store(storage, app.runtime.data_dir, self.name)
+        self._io = None if isinstance(self.outbox, MemoryOutboxStore) else ThreadPoolExecutor(1)
+        self._retention = storage.outbox_retention.total_seconds()
+        self._last_prune = time.monotonic()
+        self._resumed = 0
+        self._resent = 0  # requests already known when submitted again
 
     def __repr__(self) -> str:
         return f"GatewayActor({self.name})"
+
+    async def _io_call(self, fn: Any, *args: Any) -> Any:
+        if self._io is None:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
     async def _ensure_started(self) -> None:
         if not self._started:
             self._started = True
             await self.gateway.start()
+            pending = [msgpack.unpackb(b, raw=False) for b in await self._io_call(lambda: list(self.outbox.pending()))]
+            if pending:
+                self._resumed += len(pending)
+                log.info("%s: resuming %d messages from the outbox", self.name, len(pending))
+                self.gateway.submit(pending)
 
     async def ready(self) -> str:
         await self._ensure_started()
         return self.name
 
     async def submit(self, blob: bytes) -> dict[str, int]:
+        """Record the requests in the outbox, then queue the ones not seen before."""
         await self._ensure_started()
-        return self.gateway.submit(msgpack.unpackb(blob, raw=False))
+        requests: list[SendRequest] = msgpack.unpackb(blob, raw=False)
+        pack = msgpack.Packer(use_bin_type=True).pack
+        rows = [(str(r.get("id")), pack(r)) for r in requests]
+        known = await self._io_call(self.outbox.add, rows, time.time())
+        if not known:
+            return self.gateway.submit(requests)
+        self._resent += len(known)
+        seen = {message_id for message_id, _, _ in known}
+        replies = [msgpack.unpackb(outcome, raw=False) for _, _, outcome in known if outcome is not None]
+        if replies:
+            self._route(replies)  # the shard asked again: tell it again how it ended
+        result = self.gateway.submit([r for r in requests if str(r.get("id")) not in seen])
+        result["known"] = len(known)
+        return result
+
+    async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recent messages that failed for good or expired, with their reasons."""
+        return [msgpack.unpackb(b, raw=False) for b in await self._io_call(self.outbox.dead_letters, limit)]
 
     async def stats(self) -> dict[str, Any]:
         await self._ensure_started()
-        return self.gateway.stats()
+        stats = self.gateway.stats()
+        stats["outbox"] = {
+            **await self._io_call(self.outbox.counts),
+            "backend": type(self.outbox).__name__,
+            "resumed": self._resumed,
+            "resent": self._resent,
+        }
+        return stats
 
     async def stop(self) -> None:
         if self._started:
@@ -77,6 +134,17 @@ class GatewayActor:
             self._started = False
 
     async def _deliver(self, outcomes: list[Outcome]) -> None:
+        """The gateway's outcome sink: record final outcomes, then send them to their shards."""
+        pack = msgpack.Packer(use_bin_type=True).pack
+        final = [(str(o["id"]), _FINAL_STATE[o["outcome"]], pack(o)) for o in outcomes if o["outcome"] in _FINAL_STATE]
+        if final:
+            await self._io_call(self.outbox.finish, final, time.time())
+        if time.monotonic() - self._last_prune > PRUNE_EVERY:
+            self._last_prune = time.monotonic()
+            await self._io_call(self.outbox.prune, time.time() - self._retention)
+        self._route(outcomes)
+
+    def _route(self, outcomes: list[Outcome]) -> None:
         per_shard: dict[int, list[Outcome]] = {}
         for outcome in outcomes:
             per_shard.setdefault(outcome["shard"], []).append(outcome)
