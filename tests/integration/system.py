@@ -94,6 +94,7 @@ def test_config(smtp: SmtpReceiver, hooks: WebhookReceiver, flaky: WebhookReceiv
         "page_view": {"rule": "event.eventType == 'page-view'"},
         "ping": {"rule": "event.eventType == 'test.ping'"},
         "flaky": {"rule": "event.eventType == 'test.flaky'"},
+        "order": {"rule": "event.eventType == 'test.order'"},
     }
     token = {"env": "ITINERARY_TEST_TOKEN"}
     channels = {
@@ -105,6 +106,7 @@ def test_config(smtp: SmtpReceiver, hooks: WebhookReceiver, flaky: WebhookReceiv
             "token": token,
             "limit": {"calls": 20, "period": "PT1S", "burst": 1, "mode": "throttle"},
         },
+        "receipts": {"type": "webhook", "url": f"{hooks.url}/receipts", "token": token, "limit": limit},
         "flaky": {
             "type": "webhook",
             "url": f"{flaky.url}/flaky",
@@ -192,6 +194,7 @@ def test_config(smtp: SmtpReceiver, hooks: WebhookReceiver, flaky: WebhookReceiv
         },
         one_action_journey("burst", "ping", "limited"),
         one_action_journey("fragile", "flaky", "flaky"),
+        one_action_journey("receipt", "order", "receipts"),
     ]
     return AppConfig.model_validate(
         {

@@ -202,6 +202,6 @@ def test_the_system_is_healthy_after_bad_input(system: dict[str, Any]) -> None:
     code, status, _ = http("GET", f"{system['url']}/v1/status")
     assert code == 200
     assert all("error" not in s for s in status["shards"]) and len(status["shards"]) == 2
-    assert {g["name"] for g in status["gateways"]} == {"email", "loyalty", "limited", "flaky"}
+    assert {g["name"] for g in status["gateways"]} == {"email", "loyalty", "limited", "flaky", "receipts"}
     code, _, _ = http("GET", f"{system['url']}/v1/profiles/Email/nobody@example.com")
     assert code == 404
