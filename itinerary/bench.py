@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import secrets
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -213,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=500, help="events per HTTP request")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument(
+        "--storage",
+        default="sqlite,memory",
+        help="storage backends to measure, one deployment each, in this order (sqlite, memory)",
+    )
+    parser.add_argument(
         "--rounds", type=int, default=3, help="ceiling + pipeline measured this many times; medians are reported"
     )
     parser.add_argument("--shards", type=int, default=None, help="default: the config's")
@@ -252,46 +258,51 @@ async def _main(args: argparse.Namespace) -> int:
     console.print(f"generating {args.rounds} x {args.events:,} events for {args.profiles:,} profiles...")
     rounds_bodies = [make_bodies(args.events, args.profiles, args.batch, seed=10 + r) for r in range(args.rounds)]
     warmup = make_bodies(min(20_000, args.events // 10), args.profiles, args.batch, seed=2)
-    rounds: list[dict[str, Any]] = []
+    results: dict[str, dict[str, Any]] = {}
     try:
-        console.print("starting the pipeline on a local Ray and warming it up...")
-        async with deployment(app, warmup, args.connections) as measure:
-            for number, bodies in enumerate(rounds_bodies, 1):
-                console.print(f"round {number}: single-process ceiling, then the pipeline over HTTP...")
-                single = ceiling(app, bodies)
-                full = await measure(bodies)
-                rounds.append({"single_process": single, "pipeline": full})
+        for backend in args.storage.split(","):
+            os.environ["ITINERARY__RUNTIME__STORAGE__BACKEND"] = backend
+            os.environ["ITINERARY__RUNTIME__DATA_DIR"] = tempfile.mkdtemp(prefix=f"itinerary-bench-{backend}-")
+            app = load_config(args.config)
+            rounds: list[dict[str, Any]] = []
+            console.print(f"[{backend}] starting the pipeline on a local Ray and warming it up...")
+            async with deployment(app, warmup, args.connections) as measure:
+                for number, bodies in enumerate(rounds_bodies, 1):
+                    console.print(f"[{backend}] round {number}: single-process ceiling, then the pipeline...")
+                    single = ceiling(app, bodies)
+                    full = await measure(bodies)
+                    rounds.append({"single_process": single, "pipeline": full})
+            results[backend] = {"rounds": rounds, "median": _summary(rounds)}
     finally:
         await hooks.stop()
         await smtp.stop()
-    for entry in rounds:
-        entry["ratio"] = entry["pipeline"]["events_per_s"] / entry["single_process"]["events_per_s"]
-    summary = {
-        "single_events_per_s": median(r["single_process"]["events_per_s"] for r in rounds),
-        "pipeline_events_per_s": median(r["pipeline"]["events_per_s"] for r in rounds),
-        "pipeline_decisions_per_s": median(r["pipeline"]["decisions_per_s"] for r in rounds),
-        "ratio": median(r["ratio"] for r in rounds),
-        "p99_ms": median(r["pipeline"]["latency_ms"]["p99"] for r in rounds),
-    }
     limits = ", ".join(
         f"{n} {c.limit.calls}/{c.limit.period.total_seconds():g}s"
         for n, c in app.channels.items()
         if c.limit is not None
     )
-    console.print(_rounds_table(args, limits, rounds, summary))
-    last = rounds[-1]["pipeline"]
-    console.print(
-        f"last round: accepted {last['accepted']:,}, rejected {last['rejected']:,}, 429s {last['429']}, "
-        f"errors {last['errors']}; messages handed to gateways {last['sends_per_s']:,.0f}/s, "
-        f"delivered {last['delivered_per_s']:,.0f}/s"
-    )
-    console.print(_cpu_table(rounds))
+    for backend, result in results.items():
+        rounds = result["rounds"]
+        console.print(_rounds_table(args, backend, limits, rounds, result["median"]))
+        last = rounds[-1]["pipeline"]
+        console.print(
+            f"last round: accepted {last['accepted']:,}, rejected {last['rejected']:,}, 429s {last['429']}, "
+            f"errors {last['errors']}; messages handed to gateways {last['sends_per_s']:,.0f}/s, "
+            f"delivered {last['delivered_per_s']:,.0f}/s"
+        )
+        console.print(_cpu_table(rounds))
+    if "sqlite" in results and "memory" in results:
+        durable, volatile = results["sqlite"]["median"], results["memory"]["median"]
+        console.print(
+            f"durability (sqlite vs memory, medians of this run): "
+            f"{durable['pipeline_events_per_s']:,.0f} vs {volatile['pipeline_events_per_s']:,.0f} events/s "
+            f"= {durable['pipeline_events_per_s'] / volatile['pipeline_events_per_s']:.2f}"
+        )
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "args": vars(args),
-        "median": summary,
-        "rounds": rounds,
+        "results": results,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -300,11 +311,23 @@ async def _main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    for entry in rounds:
+        entry["ratio"] = entry["pipeline"]["events_per_s"] / entry["single_process"]["events_per_s"]
+    return {
+        "single_events_per_s": median(r["single_process"]["events_per_s"] for r in rounds),
+        "pipeline_events_per_s": median(r["pipeline"]["events_per_s"] for r in rounds),
+        "pipeline_decisions_per_s": median(r["pipeline"]["decisions_per_s"] for r in rounds),
+        "ratio": median(r["ratio"] for r in rounds),
+        "p99_ms": median(r["pipeline"]["latency_ms"]["p99"] for r in rounds),
+    }
+
+
 def _rounds_table(
-    args: argparse.Namespace, limits: str, rounds: list[dict[str, Any]], summary: dict[str, Any]
+    args: argparse.Namespace, backend: str, limits: str, rounds: list[dict[str, Any]], summary: dict[str, Any]
 ) -> Table:
     table = Table(
-        title=f"Pipeline benchmark: {args.events:,} events per round, {args.profiles:,} profiles, "
+        title=f"Pipeline benchmark, storage {backend}: {args.events:,} events per round, {args.profiles:,} profiles, "
         f"batch {args.batch}, {args.connections} connections, {args.shards} shards; channels {limits}"
     )
     columns = ("round", "ceiling ev/s", "pipeline ev/s", "decisions/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "ratio")
