@@ -28,7 +28,8 @@ bench: $(BIN)/.installed
 	$(BIN)/python scripts/bench_pipeline.py
 
 up: $(BIN)/.installed
-	ITINERARY_DEMO_TOKEN=$${ITINERARY_DEMO_TOKEN:-demo-token} $(BIN)/itinerary up --config config/examples/demo.yaml
+	ITINERARY_DEMO_TOKEN=$${ITINERARY_DEMO_TOKEN:-demo-token} ITINERARY_INGEST_KEY=$${ITINERARY_INGEST_KEY:-ingest-key} \
+	ITINERARY_ADMIN_KEY=$${ITINERARY_ADMIN_KEY:-admin-key} $(BIN)/itinerary up --config config/examples/demo.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache results

@@ -5,6 +5,10 @@ reason for each rejected one; 400 for a body that is not JSON or msgpack (or whe
 event was rejected), 413 above the size limit, 415 for other content types, 429 with
 Retry-After when the bounded queues are full, 503 when a shard could not be reached.
 Several ingress actors can share one port (SO_REUSEPORT).
+
+When API keys are configured (`runtime.security`), posting events needs an ingest or
+admin key and reading profiles or status an admin key, sent as `Authorization: Bearer`;
+401 without a valid key, 403 for an ingest key on an admin endpoint. `/healthz` is open.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from itinerary.actors.metrics import IngressMetrics
 from itinerary.actors.names import ingress_name
 from itinerary.actors.peers import Peers
 from itinerary.actors.tuning import tune_gc
+from itinerary.auth import Access, ApiKeys
 from itinerary.catalog import Catalog
 from itinerary.config.app import AppConfig
 from itinerary.engine.ingest import BodyError, parse_body, validate_events
@@ -44,6 +49,7 @@ class Ingress:
         self.name = ingress_name(index)
         self.settings = app.runtime.ingress
         self.namespace_codes = app.runtime.identity.namespace_codes
+        self.keys = ApiKeys.from_settings(app.runtime.security)
         self.port = port
         self.catalog = Catalog.build(app)
         self.table = RoutingTable(app.runtime.partitions, app.runtime.shards)
@@ -117,6 +123,12 @@ class Ingress:
 
     # -- handlers ---------------------------------------------------------------------
 
+    def _denied(self, request: web.Request, need: Access) -> web.Response | None:
+        # Headers only: called before the body is read, so an unauthenticated client
+        # cannot make the ingress take in a large body.
+        denial = self.keys.check(request.headers.get("Authorization"), need)
+        return None if denial is None else _json_error(denial.status, denial.error, denial.headers)
+
     async def post_events(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         self.counts["requests"] += 1
@@ -125,6 +137,9 @@ class Ingress:
         return response
 
     async def _handle_events(self, request: web.Request) -> tuple[web.Response, int, int]:
+        denied = self._denied(request, Access.INGEST)
+        if denied is not None:
+            return denied, 0, 0
         s = self.settings
         retry = {"Retry-After": str(s.retry_after)}
         if self.queued >= s.max_queued_events:
@@ -170,6 +185,9 @@ class Ingress:
         return web.json_response({"accepted": count, "rejected": rejected}, status=202), count, len(rejected)
 
     async def get_profile(self, request: web.Request) -> web.Response:
+        denied = self._denied(request, Access.ADMIN)
+        if denied is not None:
+            return denied
         key = profile_key(request.match_info["namespace"], request.match_info["identity"])
         try:
             profile = await self.peers.get_profile(self.table.shard_of(key), key)
@@ -181,6 +199,9 @@ class Ingress:
         return web.json_response(profile)
 
     async def get_status(self, request: web.Request) -> web.Response:
+        denied = self._denied(request, Access.ADMIN)
+        if denied is not None:
+            return denied
         try:
             status = await self.peers.system_status()
         except Exception as exc:

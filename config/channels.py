@@ -10,12 +10,13 @@ from datetime import timedelta
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from itinerary.channels.retry import RetryPolicy
 from itinerary.config.runtime import Frozen
 from itinerary.config.secrets import Secret
 from itinerary.engine.ratelimit import Rate
+from itinerary.netpolicy import host_refusal
 
 MAX_CONNECTIONS = 400  # the reference product's ceiling per endpoint
 
@@ -87,9 +88,18 @@ class ChannelBase(Frozen):
 
 
 class WebhookChannelConfig(ChannelBase):
-    """A third-party HTTP endpoint (custom action) called with a JSON body."""
+    """A third-party HTTP endpoint (custom action) called with a JSON body.
+
+    Loopback, link-local, cloud-metadata and unspecified destinations are refused, here
+    for the URL's host and at delivery for every address it resolves to, unless
+    `allow_private` is set (local receivers in demos and tests).
+    """
 
     type: Literal["webhook"]
+    # Declared before `url` so that the url's validator sees it.
+    allow_private: bool = Field(
+        False, description="allow loopback, link-local and metadata destinations (local receivers only)"
+    )
     url: str
     method: Literal["POST", "PUT"] = "POST"
     token: Secret | None = Field(None, description="sent as Authorization: Bearer <token>")
@@ -104,6 +114,18 @@ class WebhookChannelConfig(ChannelBase):
         # Credentials in the URL would show up in logs and dumps; the token field is masked.
         if parts.username is not None or parts.password is not None:
             raise ValueError("url must not carry credentials; use `token`")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _public_destination(cls, value: str, info: ValidationInfo) -> str:
+        host = urlsplit(value).hostname or ""
+        reason = host_refusal(host)
+        if reason is not None and not info.data.get("allow_private", False):
+            raise ValueError(
+                f"url host {host!r} is a {reason} address, refused for a custom action; "
+                "set `allow_private: true` on the channel to call a local receiver"
+            )
         return value
 
     @field_validator("headers")

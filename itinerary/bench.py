@@ -31,6 +31,7 @@ from rich.table import Table
 
 from itinerary.aio import run
 from itinerary.config.app import AppConfig
+from itinerary.keys import ensure_local_keys
 from itinerary.traffic import TrafficGenerator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,6 +89,7 @@ def ceiling(app: AppConfig, bodies: list[bytes]) -> dict[str, Any]:
 
 
 async def drive(url: str, bodies: list[bytes], connections: int) -> dict[str, Any]:
+    auth = ensure_local_keys().ingest_headers
     latencies: list[float] = []
     counts = {"accepted": 0, "rejected": 0, "429": 0, "errors": 0}
     queue = list(reversed(bodies))
@@ -100,7 +102,7 @@ async def drive(url: str, bodies: list[bytes], connections: int) -> dict[str, An
                 while True:
                     t0 = time.perf_counter()
                     async with session.post(
-                        f"{url}/v1/events", data=body, headers={"Content-Type": "application/json"}
+                        f"{url}/v1/events", data=body, headers={"Content-Type": "application/json", **auth}
                     ) as response:
                         payload = await response.read()
                     if response.status == 429:
@@ -240,6 +242,7 @@ async def _main(args: argparse.Namespace) -> int:
 
     console = Console(width=max(Console().width, 132))
     os.environ.setdefault("ITINERARY_DEMO_TOKEN", secrets.token_urlsafe(16))
+    ensure_local_keys()  # the demo config requires ingest and admin keys
     smtp, hooks = SmtpReceiver(), WebhookReceiver(token=os.environ["ITINERARY_DEMO_TOKEN"])
     await smtp.start()
     await hooks.start()

@@ -17,6 +17,7 @@ from typing import Any
 from itinerary.errors import ConfigError
 
 DEFAULT_URL = os.environ.get("ITINERARY_URL", "http://127.0.0.1:8080")
+TOKEN_HELP = "API key sent as Authorization: Bearer (default: $ITINERARY_TOKEN)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,10 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     send = sub.add_parser("send", help="POST events from a JSON file (one event or an array)")
     send.add_argument("file")
     send.add_argument("--url", default=DEFAULT_URL)
+    send.add_argument("--token", default=os.environ.get("ITINERARY_TOKEN"), help=TOKEN_HELP + "; an ingest key")
 
     status = sub.add_parser("status", help="show shards, journeys and gateways as tables")
     status.add_argument("--url", default=DEFAULT_URL)
     status.add_argument("--json", action="store_true", help="print the raw JSON")
+    status.add_argument("--token", default=os.environ.get("ITINERARY_TOKEN"), help=TOKEN_HELP + "; an admin key")
 
     demo = sub.add_parser("demo", help="run the end-to-end demo on a local Ray and print a summary")
     demo.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "config/examples/demo.yaml"))
@@ -55,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             return cmd_up(args.config, args.address)
         if args.command == "send":
-            return cmd_send(args.file, args.url)
+            return cmd_send(args.file, args.url, args.token)
         if args.command == "status":
-            return cmd_status(args.url, args.json)
+            return cmd_status(args.url, args.json, args.token)
         if args.command == "demo":
             from itinerary.demo import run_demo
 
@@ -93,6 +96,9 @@ def cmd_up(config_file: str, address: str | None) -> int:
     for url in info["urls"]:
         print(f"ingest:    {url}/v1/events")
         print(f"status:    {url}/v1/status   (itinerary status --url {url})")
+    security = app.runtime.security
+    if security.ingest_keys or security.admin_keys:
+        print("API keys are on: send them with --token or $ITINERARY_TOKEN (status needs an admin key)")
     if dashboard:
         print(f"dashboard: http://{dashboard}")
     print(f"shards: {info['shards']}  gateways: {', '.join(info['gateways'])}  (Ctrl-C to stop)", flush=True)
@@ -110,10 +116,11 @@ def cmd_up(config_file: str, address: str | None) -> int:
     return 0
 
 
-def _http(method: str, url: str, body: bytes | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        url, data=body, method=method, headers={"Content-Type": "application/json"} if body else {}
-    )
+def _http(method: str, url: str, body: bytes | None = None, token: str | None = None) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"} if body else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.loads(response.read() or b"null")
@@ -121,10 +128,10 @@ def _http(method: str, url: str, body: bytes | None = None) -> tuple[int, Any]:
         return exc.code, json.loads(exc.read() or b"null")
 
 
-def cmd_send(file: str, url: str) -> int:
+def cmd_send(file: str, url: str, token: str | None = None) -> int:
     body = Path(file).read_bytes()
     try:
-        status, answer = _http("POST", f"{url}/v1/events", body)
+        status, answer = _http("POST", f"{url}/v1/events", body, token)
     except urllib.error.URLError as exc:
         print(f"cannot reach {url}: {exc.reason}", file=sys.stderr)
         return 1
@@ -132,11 +139,11 @@ def cmd_send(file: str, url: str) -> int:
     return 0 if status == 202 else 1
 
 
-def cmd_status(url: str, raw: bool) -> int:
+def cmd_status(url: str, raw: bool, token: str | None = None) -> int:
     from itinerary.report import render_status
 
     try:
-        code, status = _http("GET", f"{url}/v1/status")
+        code, status = _http("GET", f"{url}/v1/status", token=token)
     except urllib.error.URLError as exc:
         print(f"cannot reach {url}: {exc.reason}", file=sys.stderr)
         return 1

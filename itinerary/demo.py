@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from itinerary.aio import run
+from itinerary.keys import LocalKeys, ensure_local_keys
 from itinerary.receivers import SmtpReceiver, WebhookReceiver
 from itinerary.report import journey_counts, render_gateways, render_journeys
 from itinerary.traffic import TrafficGenerator
@@ -42,6 +43,8 @@ async def _demo(config_file: str, profiles: int) -> int:
 
     console = Console(width=max(Console().width, 132))
     os.environ.setdefault("ITINERARY_DEMO_TOKEN", secrets.token_urlsafe(24))
+    # The demo config turns API keys on; random ones unless the environment has them.
+    keys = ensure_local_keys()
     smtp = SmtpReceiver()
     http = WebhookReceiver(token=os.environ["ITINERARY_DEMO_TOKEN"])
     await smtp.start()
@@ -71,15 +74,16 @@ async def _demo(config_file: str, profiles: int) -> int:
         url = info["urls"][0]
         console.print(f"  ingest at {url}/v1/events; Ray dashboard at http://{context.dashboard_url}")
         started = time.time()
-        sent = await _stream(url, profiles, started)
+        sent = await _stream(url, profiles, started, keys)
         console.print(
             f"  streamed {sent['events']} events in {sent['seconds']:.1f}s "
             f"({sent['events'] / max(sent['seconds'], 1e-9):,.0f} events/s)"
         )
         status = await _settle(supervisor, console)
+        access = await _check_keys(url, keys)
         smtp_msgs = smtp.messages
         _summary(console, sent, status, smtp_msgs, http.received)
-        ok = _verdict(console, sent, status, smtp, http)
+        ok = _verdict(console, sent, status, smtp, http, access)
     finally:
         try:
             await supervisor.shutdown.remote()
@@ -91,7 +95,7 @@ async def _demo(config_file: str, profiles: int) -> int:
     return 0 if ok else 1
 
 
-async def _stream(url: str, profiles: int, ts0: float) -> dict[str, Any]:
+async def _stream(url: str, profiles: int, ts0: float, keys: LocalKeys) -> dict[str, Any]:
     """POST the scenario in batches over a few connections; count the answers."""
     generator = TrafficGenerator(profiles=profiles, seed=7)
     events = list(generator.scenario(ts0))
@@ -115,7 +119,7 @@ async def _stream(url: str, profiles: int, ts0: float) -> dict[str, Any]:
     for batch in batches:
         queue.put_nowait(batch)
     started = time.perf_counter()
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=keys.ingest_headers) as session:
 
         async def worker() -> None:
             while not queue.empty():
@@ -135,6 +139,29 @@ async def _stream(url: str, profiles: int, ts0: float) -> dict[str, Any]:
 
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     return {"events": len(events), "seconds": time.perf_counter() - started, "totals": totals, "reasons": reasons}
+
+
+# What the edge must answer: (label, method, path, key to send, expected status).
+ACCESS_CHECKS = (
+    ("events without a key", "POST", "/v1/events", None, 401),
+    ("status with the ingest key", "GET", "/v1/status", "ingest", 403),
+    ("status with the admin key", "GET", "/v1/status", "admin", 200),
+    ("health without a key", "GET", "/healthz", None, 200),
+)
+
+
+async def _check_keys(url: str, keys: LocalKeys) -> dict[str, tuple[int, int]]:
+    """Ask the ingress what it answers with no key, the ingest key and the admin key."""
+    headers = {None: {}, "ingest": keys.ingest_headers, "admin": keys.admin_headers}
+    answers: dict[str, tuple[int, int]] = {}
+    async with aiohttp.ClientSession() as session:
+        for label, method, path, key, expected in ACCESS_CHECKS:
+            async with session.request(
+                method, f"{url}{path}", json=[] if method == "POST" else None, headers=headers[key]
+            ) as response:
+                await response.read()
+                answers[label] = (response.status, expected)
+    return answers
 
 
 async def _settle(supervisor: Any, console: Console) -> dict[str, Any]:
@@ -184,10 +211,18 @@ def _summary(
 
 
 def _verdict(
-    console: Console, sent: dict[str, Any], status: dict[str, Any], smtp: SmtpReceiver, http: WebhookReceiver
+    console: Console,
+    sent: dict[str, Any],
+    status: dict[str, Any],
+    smtp: SmtpReceiver,
+    http: WebhookReceiver,
+    access: dict[str, tuple[int, int]],
 ) -> bool:
     counts = journey_counts(status)
     problems = []
+    for label, (got, expected) in access.items():
+        if got != expected:
+            problems.append(f"{label} answered {got}, not {expected}")
     if sent["totals"]["accepted"] == 0:
         problems.append("no event was accepted")
     for journey in ("welcome", "cart-abandonment", "store-offer"):
@@ -205,6 +240,6 @@ def _verdict(
         return False
     console.print(
         f"[green]demo OK[/green]: {len(smtp.messages)} emails and {len(http.received)} "
-        "custom-action calls delivered, no duplicates."
+        "custom-action calls delivered, no duplicates; API keys enforced (401 without, 403 ingest key on status)."
     )
     return True

@@ -99,16 +99,30 @@ def test_config(smtp: SmtpReceiver, hooks: WebhookReceiver, flaky: WebhookReceiv
     token = {"env": "ITINERARY_TEST_TOKEN"}
     channels = {
         "email": {"type": "email", "port": smtp.port, "sender": "shop@example.com", "limit": limit},
-        "loyalty": {"type": "webhook", "url": f"{hooks.url}/loyalty", "token": token, "limit": limit},
+        "loyalty": {
+            "type": "webhook",
+            "allow_private": True,
+            "url": f"{hooks.url}/loyalty",
+            "token": token,
+            "limit": limit,
+        },
         "limited": {
             "type": "webhook",
+            "allow_private": True,
             "url": f"{hooks.url}/limited",
             "token": token,
             "limit": {"calls": 20, "period": "PT1S", "burst": 1, "mode": "throttle"},
         },
-        "receipts": {"type": "webhook", "url": f"{hooks.url}/receipts", "token": token, "limit": limit},
+        "receipts": {
+            "type": "webhook",
+            "allow_private": True,
+            "url": f"{hooks.url}/receipts",
+            "token": token,
+            "limit": limit,
+        },
         "flaky": {
             "type": "webhook",
+            "allow_private": True,
             "url": f"{flaky.url}/flaky",
             "token": token,
             "timeout": "PT2S",

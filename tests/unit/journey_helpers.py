@@ -18,7 +18,7 @@ EVENTS = {
 }
 CHANNELS = {
     "email": {"type": "email", "host": "127.0.0.1", "port": 2525, "sender": "shop@example.com"},
-    "push": {"type": "webhook", "url": "http://127.0.0.1:9/push"},
+    "push": {"type": "webhook", "url": "http://127.0.0.1:9/push", "allow_private": True},
 }
 
 

@@ -11,7 +11,7 @@ from itinerary.config.loader import load_config
 from itinerary.errors import ConfigError
 from tests.conftest import DEMO_CONFIG
 
-ENV = {"ITINERARY_DEMO_TOKEN": "demo-secret-token"}
+ENV = {"ITINERARY_DEMO_TOKEN": "demo-secret-token", "ITINERARY_INGEST_KEY": "ingest", "ITINERARY_ADMIN_KEY": "admin"}
 
 
 def test_demo_config_loads_and_compiles() -> None:
@@ -45,7 +45,7 @@ def test_secret_from_environment_never_shows(monkeypatch: pytest.MonkeyPatch) ->
 def test_missing_secret_names_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ITINERARY_DEMO_TOKEN", raising=False)
     with pytest.raises(ConfigError) as err:
-        load_config(DEMO_CONFIG, env={})
+        load_config(DEMO_CONFIG, env={k: v for k, v in ENV.items() if k != "ITINERARY_DEMO_TOKEN"})
     assert err.value.path.startswith("channels.loyalty-api.")
     assert "ITINERARY_DEMO_TOKEN" in err.value.reason
 

@@ -191,6 +191,8 @@ def test_scenario_matches_the_demo_configuration(monkeypatch: pytest.MonkeyPatch
     from tests.conftest import DEMO_CONFIG
 
     monkeypatch.setenv("ITINERARY_DEMO_TOKEN", "test")
+    monkeypatch.setenv("ITINERARY_INGEST_KEY", "ingest")
+    monkeypatch.setenv("ITINERARY_ADMIN_KEY", "admin")
     catalog = Catalog.build(load_config(str(DEMO_CONFIG)))
     for event in TrafficGenerator(300, seed=7).scenario(TS0):
         assert catalog.match(event) is not None, event["eventType"]  # the demo knows all of it
