@@ -1,0 +1,133 @@
+"""The gateway's outbox on real SQLite with a real HTTP receiver (no Ray needed).
+
+A gateway actor object is dropped without stopping (as a killed process would be) and a
+new one is built on the same outbox file: pending messages are resumed, delivered ones
+are not sent again, and a resend of a known message gets its recorded outcome back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from itinerary.actors.gateway_actor import GatewayActor
+from itinerary.actors.peers import LocalPeers
+from itinerary.config.app import AppConfig
+from itinerary.receivers import WebhookReceiver, wait_until
+
+
+class OutcomeRecorder:
+    """Stands in for a profile shard: records the outcomes routed to it."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[dict[str, Any]] = []
+
+    async def deliver_outcomes(self, blob: bytes) -> None:
+        self.outcomes.extend(msgpack.unpackb(blob, raw=False))
+
+
+def app_for(url: str, data_dir: Path, calls_per_s: int) -> AppConfig:
+    return AppConfig.model_validate(
+        {
+            "runtime": {"data_dir": str(data_dir), "outcome_flush": "PT0.01S"},
+            "channels": {
+                "hook": {
+                    "type": "webhook",
+                    "url": url,
+                    "allow_private": True,
+                    "token": {"env": "OUTBOX_TEST_TOKEN"},
+                    "limit": {"calls": calls_per_s, "period": "PT1S", "burst": 1, "mode": "throttle"},
+                }
+            },
+        },
+        context={"env": {"OUTBOX_TEST_TOKEN": TOKEN}},
+    )
+
+
+TOKEN = secrets.token_urlsafe(8)
+
+
+def request(n: int) -> dict[str, Any]:
+    return {
+        "id": f"Email:p{n}/j/1/call/1",
+        "channel": "hook",
+        "shard": 0,
+        "profile": f"Email:p{n}",
+        "journey": "j",
+        "instance": f"Email:p{n}/j/1",
+        "node": "call",
+        "payload": {"n": n},
+        "created": 0.0,
+        "event_ts": None,
+    }
+
+
+def gateway(app: AppConfig) -> tuple[GatewayActor, OutcomeRecorder]:
+    peers = LocalPeers()
+    shard = OutcomeRecorder()
+    peers.shards[0] = shard
+    return GatewayActor("hook", app, peers=peers), shard
+
+
+def test_a_restarted_gateway_resumes_its_outbox_and_never_sends_twice(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        hooks = WebhookReceiver(token=TOKEN)
+        await hooks.start()
+        try:
+            app = app_for(f"{hooks.url}/hook", tmp_path, calls_per_s=20)
+            first, _ = gateway(app)
+            await first.submit(msgpack.packb([request(n) for n in range(30)]))
+            assert await wait_until(lambda: len(hooks.received) >= 5, timeout=10)
+            # killed mid-delivery: its queue and in-flight calls vanish with it
+            for task in [*first.gateway._deliveries, first.gateway._dispatcher, first.gateway._flusher]:
+                if task is not None:
+                    task.cancel()
+            await asyncio.sleep(0.05)
+            delivered_before = {r.idempotency_key for r in hooks.received}
+
+            second, shard2 = gateway(app)
+            stats = await second.stats()
+            assert stats["outbox"]["resumed"] == 30 - stats["outbox"]["done"]
+            assert await wait_until(lambda: len(hooks.unique_keys) == 30, timeout=20)
+            # by idempotency key every message arrived exactly once; a message whose answer
+            # was lost with the first gateway may arrive twice, which the key makes harmless
+            assert hooks.unique_keys == {request(n)["id"] for n in range(30)}
+            assert hooks.duplicates <= len(first.gateway._deliveries) + 1
+            assert delivered_before <= hooks.unique_keys
+
+            # a shard replaying its log asks again: nothing is sent, the outcome comes back
+            sent = len(hooks.received)
+            answer = await second.submit(msgpack.packb([request(0), request(29)]))
+            assert answer["known"] == 2 and answer["queued"] == 0
+            await asyncio.sleep(0.2)
+            assert len(hooks.received) == sent
+            assert {o["id"] for o in shard2.outcomes if o["outcome"] == "sent"} >= {request(0)["id"]}
+            await second.stop()
+        finally:
+            await hooks.stop()
+
+    asyncio.run(scenario())
+
+
+def test_failed_messages_stay_as_dead_letters_with_their_reason(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        hooks = WebhookReceiver(token="another-token")  # every call is refused with 401
+        await hooks.start()
+        try:
+            app = app_for(f"{hooks.url}/hook", tmp_path, calls_per_s=100)
+            actor, shard = gateway(app)
+            await actor.submit(msgpack.packb([request(1), request(2)]))
+            assert await wait_until(lambda: sum(o["outcome"] == "failed" for o in shard.outcomes) == 2, timeout=10)
+            dead = await actor.dead_letters()
+            assert {d["id"] for d in dead} == {request(1)["id"], request(2)["id"]}
+            assert all(d["outcome"] == "failed" and "401" in str(d["reason"]) + str(d["status"]) for d in dead)
+            assert (await actor.stats())["outbox"]["dead"] == 2
+            await actor.stop()
+        finally:
+            await hooks.stop()
+
+    asyncio.run(scenario())
