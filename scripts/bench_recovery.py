@@ -22,6 +22,7 @@ from itinerary.catalog import Catalog
 from itinerary.config.loader import load_config
 from itinerary.engine.ingest import parse_body, validate_events
 from itinerary.engine.routing import RoutingTable
+from itinerary.keys import ensure_local_keys
 from itinerary.router import EventRouter
 from itinerary.store.sqlite import SqliteShardStore
 from itinerary.traffic import TrafficGenerator
@@ -43,6 +44,7 @@ def records_for(app, events: list[dict]) -> list[bytes]:  # type: ignore[no-unty
 async def main(profiles: int, tail: int) -> dict[str, float]:
     os.environ.setdefault("ITINERARY_DEMO_TOKEN", "recovery-bench")
     os.environ["ITINERARY__RUNTIME__SHARDS"] = "1"
+    ensure_local_keys()
     app = load_config(REPO / "config/examples/demo.yaml")
     db = Path(tempfile.mkdtemp(prefix="itinerary-recovery-")) / "shard.db"
     generator = TrafficGenerator(profiles=profiles, seed=5)
