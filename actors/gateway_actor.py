@@ -13,10 +13,8 @@ its way. Failed and expired messages stay in the store as dead letters with thei
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -26,6 +24,7 @@ from itinerary.actors.coalescer import Coalescer
 from itinerary.actors.metrics import GatewayMetrics
 from itinerary.actors.names import gateway_name
 from itinerary.actors.peers import Peers
+from itinerary.actors.storeio import StoreCalls
 from itinerary.channels.gateway import ChannelGateway
 from itinerary.config.app import AppConfig
 from itinerary.engine.messages import EXPIRED, FAILED, SENT, Outcome, SendRequest
@@ -65,7 +64,7 @@ class GatewayActor:
         self._outcome_interval = app.runtime.outcome_flush.total_seconds()
         storage = app.runtime.storage
         self.outbox = open_outbox_store(storage, app.runtime.data_dir, self.name)
-        self._io = None if isinstance(self.outbox, MemoryOutboxStore) else ThreadPoolExecutor(1)
+        self._io_call = StoreCalls(self.name, inline=isinstance(self.outbox, MemoryOutboxStore))
         self._retention = storage.outbox_retention.total_seconds()
         self._last_prune = time.monotonic()
         self._resumed = 0
@@ -73,11 +72,6 @@ class GatewayActor:
 
     def __repr__(self) -> str:
         return f"GatewayActor({self.name})"
-
-    async def _io_call(self, fn: Any, *args: Any) -> Any:
-        if self._io is None:
-            return fn(*args)
-        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
     async def _ensure_started(self) -> None:
         if not self._started:

@@ -21,7 +21,6 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -31,6 +30,7 @@ from itinerary.actors.coalescer import Coalescer
 from itinerary.actors.metrics import ShardMetrics
 from itinerary.actors.names import shard_name
 from itinerary.actors.peers import Peers
+from itinerary.actors.storeio import StoreCalls
 from itinerary.actors.tuning import tune_gc
 from itinerary.catalog import Catalog
 from itinerary.clock import SystemClock
@@ -96,7 +96,7 @@ class ProfileShard:
         self.store = store if store is not None else open_shard_store(storage, app.runtime.data_dir, self.name)
         # Memory stores are called inline; real ones from one I/O thread, in order.
         self._durable = not isinstance(self.store, MemoryShardStore)
-        self._io = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-io") if self._durable else None
+        self._io = StoreCalls(self.name, inline=not self._durable)
         self._log_queue: list[tuple[int, bytes, asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._applied_seq = 0
@@ -168,10 +168,7 @@ class ProfileShard:
                 at = self.clock()
                 entries = [(kind, at, blob) for kind, blob, _ in group]
                 try:
-                    if self._io is not None:
-                        last = await asyncio.get_running_loop().run_in_executor(self._io, self.store.append, entries)
-                    else:
-                        last = self.store.append(entries)
+                    last = await self._io(self.store.append, entries)
                 except Exception as exc:
                     log.error("%s: write-ahead log append failed: %s", self.name, exc)
                     for kind, blob, future in group:
@@ -272,12 +269,7 @@ class ProfileShard:
             )
             log_bytes = self._log_bytes
             try:
-                if self._io is not None:
-                    await asyncio.get_running_loop().run_in_executor(
-                        self._io, self.store.snapshot, upto, meta, upserts, []
-                    )
-                else:
-                    self.store.snapshot(upto, meta, upserts, [])
+                await self._io(self.store.snapshot, upto, meta, upserts, [])
             except Exception:
                 self._dirty |= dirty  # written next time
                 raise

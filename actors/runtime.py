@@ -66,3 +66,15 @@ def launch_supervisor(app: AppConfig, config_file: str) -> Any:
 # A cluster started with `ray start` takes the same setting from its operator instead
 # (`RAY_max_direct_call_object_size`, see docs/operations.md).
 LOCAL_RAY_SYSTEM_CONFIG: dict[str, int] = {"max_direct_call_object_size": 4 * 1024 * 1024}
+
+
+def start_local_ray(app: AppConfig, *, dashboard: bool, num_cpus: int | None = None, quiet: bool = True) -> Any:
+    """Start a Ray on this machine for `app` (demo, bench, `itinerary up` without --address)."""
+    return ray.init(
+        namespace=app.runtime.ray_namespace,
+        num_cpus=num_cpus,
+        include_dashboard=dashboard,
+        log_to_driver=False,
+        configure_logging=not quiet,
+        _system_config=LOCAL_RAY_SYSTEM_CONFIG,
+    )

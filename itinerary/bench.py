@@ -163,16 +163,9 @@ async def deployment(app: AppConfig, warmup: list[bytes], connections: int) -> A
     """A local Ray running `app`, warmed up; yields `measure(bodies)` for one round."""
     import ray
 
-    from itinerary.actors.runtime import LOCAL_RAY_SYSTEM_CONFIG, launch_supervisor
+    from itinerary.actors.runtime import launch_supervisor, start_local_ray
 
-    ray.init(
-        namespace=app.runtime.ray_namespace,
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-        _system_config=LOCAL_RAY_SYSTEM_CONFIG,
-    )
+    start_local_ray(app, dashboard=False, num_cpus=2)
     supervisor = launch_supervisor(app, "bench")
     try:
         info = await supervisor.start.remote()

@@ -75,18 +75,13 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_up(config_file: str, address: str | None) -> int:
     import ray
 
-    from itinerary.actors.runtime import LOCAL_RAY_SYSTEM_CONFIG, launch_supervisor
+    from itinerary.actors.runtime import launch_supervisor, start_local_ray
     from itinerary.config.loader import load_config
 
     app = load_config(config_file)
     address = address or app.runtime.ray_address
     context = (
-        ray.init(
-            namespace=app.runtime.ray_namespace,
-            include_dashboard=True,
-            log_to_driver=False,
-            _system_config=LOCAL_RAY_SYSTEM_CONFIG,
-        )
+        start_local_ray(app, dashboard=True, quiet=False)
         if address is None
         else ray.init(address=address, namespace=app.runtime.ray_namespace)
     )

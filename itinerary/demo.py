@@ -38,7 +38,7 @@ def run_demo(config_file: str, profiles: int = 3000) -> int:
 async def _demo(config_file: str, profiles: int) -> int:
     import ray
 
-    from itinerary.actors.runtime import LOCAL_RAY_SYSTEM_CONFIG, launch_supervisor
+    from itinerary.actors.runtime import launch_supervisor, start_local_ray
     from itinerary.config.loader import load_config
 
     console = Console(width=max(Console().width, 132))
@@ -60,14 +60,7 @@ async def _demo(config_file: str, profiles: int) -> int:
     console.print(f"[bold]itinerary demo[/bold]: {profiles} profiles, config {config_file}")
     console.print(f"  SMTP receiver on 127.0.0.1:{smtp.port}, HTTP receiver on {http.url}")
 
-    context = ray.init(
-        namespace=app.runtime.ray_namespace,
-        num_cpus=2,
-        include_dashboard=True,
-        log_to_driver=False,
-        configure_logging=False,
-        _system_config=LOCAL_RAY_SYSTEM_CONFIG,
-    )
+    context = start_local_ray(app, dashboard=True, num_cpus=2)
     supervisor = launch_supervisor(app, config_file)
     try:
         info = await supervisor.start.remote()
