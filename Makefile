@@ -15,6 +15,7 @@ demo: $(BIN)/.installed
 	$(BIN)/itinerary demo
 
 test: $(BIN)/.installed
+	scripts/ensure_redis.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q

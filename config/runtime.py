@@ -64,6 +64,9 @@ class StorageSettings(Frozen):
 
     backend: Literal["sqlite", "redis", "memory"] = "sqlite"
     redis_url: Secret | None = Field(None, description="{env: NAME} or {file: PATH} holding redis://host:port/db")
+    key_prefix: str = Field(
+        "itinerary", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$", description="redis: keys start with this"
+    )
     sync: Literal["full", "normal"] = Field(
         "normal",
         description="sqlite: `normal` survives a process crash (the tests' faults); `full` also "

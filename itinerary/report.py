@@ -27,6 +27,8 @@ SHARD_COLUMNS = (
     ("duplicates", "duplicates"),
     ("decisions", "decisions"),
     ("sends", "sends"),
+    ("snapshots", "snapshots"),
+    ("recovered in s", "recovery_s"),
 )
 INGRESS_COLUMNS = (
     ("port", "port"),
@@ -58,7 +60,14 @@ def _records_table(
 def render_status(status: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     shards = [
-        dict(s, active_total=sum(s["active_instances"].values())) if "error" not in s else s
+        dict(
+            s,
+            active_total=sum(s["active_instances"].values()),
+            snapshots=s.get("storage", {}).get("snapshots", ""),
+            recovery_s=s.get("recovery", {}).get("seconds", ""),
+        )
+        if "error" not in s
+        else s
         for s in status.get("shards", [])
     ]
     console.print(_records_table("Profile shards", "shard", SHARD_COLUMNS, shards))
@@ -115,12 +124,14 @@ def render_gateways(gateways: list[dict[str, Any]], console: Console, observed: 
         "retries",
         "queued",
         "in flight",
+        "outbox pending",
+        "dead letters",
         "observed rate/s",
     ):
         table.add_column(col, justify="left" if col in ("channel", "mode") else "right")
     for g in gateways:
         if "error" in g:
-            table.add_row(g.get("name", "?"), f"[red]{g['error']}[/red]", *[""] * 9)
+            table.add_row(g.get("name", "?"), f"[red]{g['error']}[/red]", *[""] * 11)
             continue
         counters = g.get("outcomes", {})
         rate = g.get("rate_per_s")
@@ -136,6 +147,8 @@ def render_gateways(gateways: list[dict[str, Any]], console: Console, observed: 
             str(g.get("retries", 0)),
             str(g.get("queue_depth", 0)),
             str(g.get("in_flight", 0)),
+            str(g.get("outbox", {}).get("pending", "-")),
+            str(g.get("outbox", {}).get("dead", "-")),
             f"{seen:.1f}" if seen is not None else "-",
         )
     console.print(table)

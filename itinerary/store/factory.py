@@ -17,7 +17,7 @@ def open_shard_store(settings: StorageSettings, data_dir: str, name: str) -> Sha
         from itinerary.store.redis import RedisShardStore
 
         assert settings.redis_url is not None  # the settings' validator requires it
-        return RedisShardStore(settings.redis_url.get_secret_value(), name)
+        return RedisShardStore(settings.redis_url.get_secret_value(), name, prefix=settings.key_prefix)
     from itinerary.store.sqlite import SqliteShardStore
 
     return SqliteShardStore(Path(data_dir) / "shards" / f"{name}.db", sync=settings.sync)
@@ -31,7 +31,7 @@ def open_outbox_store(settings: StorageSettings, data_dir: str, name: str) -> Ou
         from itinerary.store.redis import RedisOutboxStore
 
         assert settings.redis_url is not None
-        return RedisOutboxStore(settings.redis_url.get_secret_value(), name)
+        return RedisOutboxStore(settings.redis_url.get_secret_value(), name, prefix=settings.key_prefix)
     from itinerary.store.sqlite import SqliteOutboxStore
 
     return SqliteOutboxStore(Path(data_dir) / "gateways" / f"{name}.db", sync=settings.sync)

@@ -1,4 +1,4 @@
-"""The gateway's outbox on real SQLite with a real HTTP receiver (no Ray needed).
+"""The gateway's outbox on real SQLite and Redis with a real HTTP receiver (no Ray needed).
 
 A gateway actor object is dropped without stopping (as a killed process would be) and a
 new one is built on the same outbox file: pending messages are resumed, delivered ones
@@ -8,11 +8,14 @@ are not sent again, and a resend of a known message gets its recorded outcome ba
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import uuid
 from pathlib import Path
 from typing import Any
 
 import msgpack
+import pytest
 
 from itinerary.actors.gateway_actor import GatewayActor
 from itinerary.actors.peers import LocalPeers
@@ -30,10 +33,20 @@ class OutcomeRecorder:
         self.outcomes.extend(msgpack.unpackb(blob, raw=False))
 
 
-def app_for(url: str, data_dir: Path, calls_per_s: int) -> AppConfig:
+@pytest.fixture(params=["sqlite", "redis"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """Runtime settings that put the outbox in a fresh SQLite file or under a fresh Redis prefix."""
+    if request.param == "sqlite":
+        return {"data_dir": str(tmp_path)}
+    os.environ["OUTBOX_TEST_REDIS_URL"] = request.getfixturevalue("redis_url")
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    return {"storage": {"backend": "redis", "redis_url": {"env": "OUTBOX_TEST_REDIS_URL"}, "key_prefix": prefix}}
+
+
+def app_for(url: str, storage: dict[str, Any], calls_per_s: int) -> AppConfig:
     return AppConfig.model_validate(
         {
-            "runtime": {"data_dir": str(data_dir), "outcome_flush": "PT0.01S"},
+            "runtime": {**storage, "outcome_flush": "PT0.01S"},
             "channels": {
                 "hook": {
                     "type": "webhook",
@@ -44,7 +57,7 @@ def app_for(url: str, data_dir: Path, calls_per_s: int) -> AppConfig:
                 }
             },
         },
-        context={"env": {"OUTBOX_TEST_TOKEN": TOKEN}},
+        context={"env": {**os.environ, "OUTBOX_TEST_TOKEN": TOKEN}},
     )
 
 
@@ -73,12 +86,12 @@ def gateway(app: AppConfig) -> tuple[GatewayActor, OutcomeRecorder]:
     return GatewayActor("hook", app, peers=peers), shard
 
 
-def test_a_restarted_gateway_resumes_its_outbox_and_never_sends_twice(tmp_path: Path) -> None:
+def test_a_restarted_gateway_resumes_its_outbox_and_never_sends_twice(storage: dict[str, Any]) -> None:
     async def scenario() -> None:
         hooks = WebhookReceiver(token=TOKEN)
         await hooks.start()
         try:
-            app = app_for(f"{hooks.url}/hook", tmp_path, calls_per_s=20)
+            app = app_for(f"{hooks.url}/hook", storage, calls_per_s=20)
             first, _ = gateway(app)
             await first.submit(msgpack.packb([request(n) for n in range(30)]))
             assert await wait_until(lambda: len(hooks.received) >= 5, timeout=10)
@@ -113,12 +126,12 @@ def test_a_restarted_gateway_resumes_its_outbox_and_never_sends_twice(tmp_path: 
     asyncio.run(scenario())
 
 
-def test_failed_messages_stay_as_dead_letters_with_their_reason(tmp_path: Path) -> None:
+def test_failed_messages_stay_as_dead_letters_with_their_reason(storage: dict[str, Any]) -> None:
     async def scenario() -> None:
         hooks = WebhookReceiver(token="another-token")  # every call is refused with 401
         await hooks.start()
         try:
-            app = app_for(f"{hooks.url}/hook", tmp_path, calls_per_s=100)
+            app = app_for(f"{hooks.url}/hook", storage, calls_per_s=100)
             actor, shard = gateway(app)
             await actor.submit(msgpack.packb([request(1), request(2)]))
             assert await wait_until(lambda: sum(o["outcome"] == "failed" for o in shard.outcomes) == 2, timeout=10)

@@ -1,4 +1,4 @@
-"""A shard on a real SQLite store (no Ray): log before apply, snapshot, replay, durable timers.
+"""A shard on real stores, SQLite and Redis (no Ray): log before apply, snapshot, replay, durable timers.
 
 Each test builds a shard, feeds it, throws it away without any goodbye (as a killed
 process would) and builds a new one on the same database file.
@@ -7,30 +7,46 @@ process would) and builds a new one on the same database file.
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgpack
+import pytest
 
 from itinerary.clock import ManualClock
 from itinerary.engine.messages import outcome_for
+from itinerary.store.base import ShardStore
+from itinerary.store.redis import RedisShardStore
 from itinerary.store.sqlite import SqliteShardStore
 from tests.unit.test_shard_inprocess import KEY, blob, make_shard, record
 
-
-def shard_on(path: Path, clock: ManualClock) -> Any:
-    return make_shard(clock, SqliteShardStore(path))
+StoreAt = Callable[[], ShardStore]
 
 
-def test_events_logged_before_a_crash_are_applied_after_it(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "redis"])
+def store_at(request: pytest.FixtureRequest, tmp_path: Path) -> StoreAt:
+    """Opens the same store again each time it is called, as a restarted shard would."""
+    if request.param == "sqlite":
+        return lambda: SqliteShardStore(tmp_path / "shard.db")
+    url = request.getfixturevalue("redis_url")
+    prefix = f"test-{uuid.uuid4().hex[:8]}"  # one Redis serves every test: keys apart
+    return lambda: RedisShardStore(url, "profile-shard-00", prefix=prefix)
+
+
+def shard_on(store_at: StoreAt, clock: ManualClock) -> Any:
+    return make_shard(clock, store_at())
+
+
+def test_events_logged_before_a_crash_are_applied_after_it(store_at: StoreAt) -> None:
     async def scenario() -> None:
         clock = ManualClock()
-        db = tmp_path / "shard.db"
-        shard, _, _ = shard_on(db, clock)
+        shard, _, _ = shard_on(store_at, clock)
         await shard.apply_batch("s", 0, blob(record("registration", 0), record("cart_add", 1)))
         before = await shard.get_profile(KEY)
         # no snapshot was taken: everything comes back from the log
-        again, _, _ = shard_on(db, clock)
+        again, _, _ = shard_on(store_at, clock)
         assert again.recovery["replayed"] == 1 and again.recovery["profiles"] == 0
         assert await again.get_profile(KEY) == before
         status = await again.status()
@@ -39,15 +55,14 @@ def test_events_logged_before_a_crash_are_applied_after_it(tmp_path: Path) -> No
     asyncio.run(scenario())
 
 
-def test_a_restarted_shard_knows_its_senders_and_ignores_a_retried_batch(tmp_path: Path) -> None:
+def test_a_restarted_shard_knows_its_senders_and_ignores_a_retried_batch(store_at: StoreAt) -> None:
     async def scenario() -> None:
         clock = ManualClock()
-        db = tmp_path / "shard.db"
-        shard, _, _ = shard_on(db, clock)
+        shard, _, _ = shard_on(store_at, clock)
         await shard.apply_batch("s", 0, blob(record("cart_add", 1)))
         await shard.snapshot()
         await shard.apply_batch("s", 1, blob(record("purchase", 2)))
-        again, _, _ = shard_on(db, clock)
+        again, _, _ = shard_on(store_at, clock)
         assert await again.apply_batch("s", 1, blob(record("purchase", 2))) == 0  # already applied
         assert await again.apply_batch("s", 2, blob(record("cart_add", 3))) == 1  # the next one goes on
         assert (await again.status())["events_applied"] == 3
@@ -55,11 +70,10 @@ def test_a_restarted_shard_knows_its_senders_and_ignores_a_retried_batch(tmp_pat
     asyncio.run(scenario())
 
 
-def test_snapshot_then_log_tail_gives_the_same_profile_and_timers(tmp_path: Path) -> None:
+def test_snapshot_then_log_tail_gives_the_same_profile_and_timers(store_at: StoreAt) -> None:
     async def scenario() -> None:
         clock = ManualClock()
-        db = tmp_path / "shard.db"
-        shard, _, gateways = shard_on(db, clock)
+        shard, _, gateways = shard_on(store_at, clock)
         await shard.apply_batch("s", 0, blob(record("registration", 0)))
         await shard.drain_sends()
         [welcome] = gateways["email"].requests
@@ -68,7 +82,7 @@ def test_snapshot_then_log_tail_gives_the_same_profile_and_timers(tmp_path: Path
         assert written["profiles"] == 1
         await shard.apply_batch("s", 1, blob(record("cart_add", 1)))  # after the snapshot: log only
         before = await shard.get_profile(KEY)
-        again, _, _ = shard_on(db, clock)
+        again, _, _ = shard_on(store_at, clock)
         assert again.recovery == {"seconds": again.recovery["seconds"], "profiles": 1, "replayed": 1, "resends": 0}
         assert await again.get_profile(KEY) == before
         # Only live timers come back: the welcome action's outcome timeout, stale once the
@@ -78,21 +92,20 @@ def test_snapshot_then_log_tail_gives_the_same_profile_and_timers(tmp_path: Path
     asyncio.run(scenario())
 
 
-def test_a_timer_that_fell_due_while_down_fires_once_on_recovery(tmp_path: Path) -> None:
+def test_a_timer_that_fell_due_while_down_fires_once_on_recovery(store_at: StoreAt) -> None:
     async def scenario() -> None:
         clock = ManualClock()
-        db = tmp_path / "shard.db"
-        shard, _, _ = shard_on(db, clock)
+        shard, _, _ = shard_on(store_at, clock)
         await shard.apply_batch("s", 0, blob(record("cart_add", 1)))
         clock.advance(3600)  # the cart wait (30 min) fell due while no shard was running
-        again, _, gateways = shard_on(db, clock)
+        again, _, gateways = shard_on(store_at, clock)
         assert await again.fire_timers() == 1
         await again.drain_sends()
         [reminder] = gateways["push"].requests  # no e-mail address known: the push branch
         assert reminder["node"] == "push"
         assert await again.fire_timers() == 0
         # and once more after another crash: the firing is in the log, so it is not repeated
-        third, _, gateways3 = shard_on(db, clock)
+        third, _, gateways3 = shard_on(store_at, clock)
         assert await third.fire_timers() == 0
         await third.drain_sends()
         # the replay re-sends the reminder with the same message id; the gateway's outbox
@@ -102,15 +115,14 @@ def test_a_timer_that_fell_due_while_down_fires_once_on_recovery(tmp_path: Path)
     asyncio.run(scenario())
 
 
-def test_replay_re_sends_messages_with_the_same_ids(tmp_path: Path) -> None:
+def test_replay_re_sends_messages_with_the_same_ids(store_at: StoreAt) -> None:
     async def scenario() -> None:
         clock = ManualClock()
-        db = tmp_path / "shard.db"
-        shard, _, gateways = shard_on(db, clock)
+        shard, _, gateways = shard_on(store_at, clock)
         await shard.apply_batch("s", 0, blob(record("registration", 0)))
         await shard.drain_sends()
         first = [r["id"] for r in gateways["email"].requests]
-        again, _, gateways2 = shard_on(db, clock)
+        again, _, gateways2 = shard_on(store_at, clock)
         assert again.recovery["resends"] == 1
         await again.drain_sends()
         assert [r["id"] for r in gateways2["email"].requests] == first
