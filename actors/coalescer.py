@@ -7,6 +7,12 @@ sends at most 1 / min_interval calls a second, each carrying everything gathered
 call costs far more CPU than the items it carries: ~0.7 ms against microseconds). The
 buffer is bounded: past `max_buffer` items new ones are refused and counted, and the caller
 decides what that means.
+
+A failed call is retried with backoff, its items first in line, up to `max_retries` times
+in a row: the peer is usually restarting (Ray restarts it, or the supervisor re-creates it
+under the same name) and the items are idempotent at the other end (gateways recognise a
+message id they already hold, shards an outcome they already applied). Only after that are
+the items given up, with an error in the log.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ class Coalescer:
         min_interval: float = 0.02,
         max_batch: int = 5000,
         max_buffer: int = 200_000,
+        max_retries: int = 20,
+        backoff: float = 0.05,
+        max_backoff: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -42,9 +51,13 @@ class Coalescer:
         self._max_buffer = max_buffer
         self._buffer: list[Any] = []
         self._task: asyncio.Task[None] | None = None
+        self._max_retries = max_retries
+        self._backoff = backoff
+        self._max_backoff = max_backoff
         self.calls = 0
         self.failures = 0
         self.refused = 0
+        self.lost = 0
 
     @property
     def pending(self) -> int:
@@ -64,6 +77,7 @@ class Coalescer:
         return refused
 
     async def _run(self) -> None:
+        failed_in_a_row = 0
         try:
             while self._buffer:
                 wait = self._last_call + self._min_interval - self._clock()
@@ -75,9 +89,26 @@ class Coalescer:
                 self.calls += 1
                 try:
                     await self._call(batch)
-                except Exception as exc:  # the peer restarts; its loss is logged, not fatal here
+                except Exception as exc:
                     self.failures += 1
-                    log.warning("%s: call failed, %d items lost: %s", self.name, len(batch), exc)
+                    failed_in_a_row += 1
+                    if failed_in_a_row > self._max_retries:
+                        self.lost += len(batch)
+                        log.error(
+                            "%s: %d calls failed in a row, %d items given up: %s",
+                            self.name,
+                            failed_in_a_row,
+                            len(batch),
+                            exc,
+                        )
+                        failed_in_a_row = 0
+                        continue
+                    self._buffer[:0] = batch  # first in line for the next call
+                    delay = min(self._max_backoff, self._backoff * 2 ** (failed_in_a_row - 1))
+                    log.warning("%s: call failed (%s); retrying %d items in %.2fs", self.name, exc, len(batch), delay)
+                    await asyncio.sleep(delay)
+                else:
+                    failed_in_a_row = 0
         finally:
             self._task = None
 

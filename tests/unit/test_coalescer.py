@@ -1,0 +1,76 @@
+"""The Coalescer: one call in flight, items gathered meanwhile, failed calls retried."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from itinerary.actors.coalescer import Coalescer
+
+
+class FlakyPeer:
+    """Fails its first `failures` calls, then records what it is given."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.batches: list[list[Any]] = []
+
+    async def call(self, items: list[Any]) -> None:
+        await asyncio.sleep(0)
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("peer restarting")
+        self.batches.append(list(items))
+
+
+def test_items_added_during_a_call_leave_together_in_the_next() -> None:
+    async def scenario() -> None:
+        peer = FlakyPeer(0)
+        coalescer = Coalescer("t", peer.call, min_interval=0.0)
+        coalescer.add([1])
+        coalescer.add([2, 3])
+        coalescer.add([4])
+        await coalescer.drain()
+        assert [x for b in peer.batches for x in b] == [1, 2, 3, 4]
+        assert len(peer.batches) <= 2
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_call_is_retried_first_in_line_and_nothing_is_lost() -> None:
+    async def scenario() -> None:
+        peer = FlakyPeer(3)
+        coalescer = Coalescer("t", peer.call, min_interval=0.0, backoff=0.001)
+        coalescer.add([1, 2])
+        await asyncio.sleep(0)
+        coalescer.add([3])
+        await coalescer.drain()
+        assert [x for b in peer.batches for x in b] == [1, 2, 3]  # order kept
+        assert coalescer.failures == 3 and coalescer.lost == 0
+
+    asyncio.run(scenario())
+
+
+def test_items_are_given_up_after_max_retries_failures_in_a_row() -> None:
+    async def scenario() -> None:
+        peer = FlakyPeer(3)
+        coalescer = Coalescer("t", peer.call, min_interval=0.0, backoff=0.001, max_retries=2)
+        coalescer.add([1])
+        await coalescer.drain()
+        assert coalescer.lost == 1 and peer.batches == []
+        coalescer.add([2])  # the peer is back: later items go through
+        await coalescer.drain()
+        assert peer.batches == [[2]]
+
+    asyncio.run(scenario())
+
+
+def test_a_full_buffer_refuses_and_counts() -> None:
+    async def scenario() -> None:
+        peer = FlakyPeer(0)
+        coalescer = Coalescer("t", peer.call, max_buffer=2)
+        assert coalescer.add([1, 2, 3]) == 1
+        await coalescer.drain()
+        assert coalescer.refused == 1
+
+    asyncio.run(scenario())
