@@ -45,6 +45,7 @@ from itinerary.store.memory import MemoryShardStore
 log = logging.getLogger(__name__)
 
 HELD_BATCH_TIMEOUT = 30.0
+SNAPSHOT_SLICE = 2000  # profiles packed between two yields to the event loop
 TIMERS = 3  # log entry kind: timers that fell due, as [[due, key, journey, instance, node], ...]
 TimerKey = tuple[str, str, str, str]  # profile key, journey, instance, node
 _pack = msgpack.Packer(use_bin_type=True).pack
@@ -106,6 +107,7 @@ class ProfileShard:
         self._snapshot_log_bytes = storage.snapshot_log_bytes
         self._last_snapshot = time.monotonic()
         self._snapshotting = False
+        self._snapshotting_task: asyncio.Task[dict[str, Any]] | None = None
         self.recovery: dict[str, Any] = {}
         self._recover()
 
@@ -250,28 +252,41 @@ class ProfileShard:
             )
 
     async def snapshot(self) -> dict[str, Any]:
-        """Write the profiles changed since the last snapshot and drop the log before them."""
+        """Write the profiles changed since the last snapshot and drop the log before them.
+
+        The snapshot is fuzzy, so that packing tens of thousands of profiles never stalls
+        the shard: profiles are packed in slices between which inputs keep being applied,
+        so a row may already reflect log entries after `upto`. Replaying those is harmless:
+        an event is a duplicate by its id, an outcome finds its action no longer waiting, a
+        timer finds its instance moved on. Before the rows are committed, the sends of
+        everything they reflect are handed to the gateways' outboxes (`drain_sends`): a
+        send that only the snapshot remembered would otherwise be lost with the process.
+        """
         if self._snapshotting:
             return {"skipped": True}
         self._snapshotting = True
         try:
             upto = self._applied_seq
-            dirty, self._dirty = self._dirty, set()
-            profiles = self.profiles
-            upserts = [(key, _pack(profiles[key])) for key in dirty if key in profiles]
+            log_bytes = self._log_bytes
             meta = _pack(
                 {
                     "counts": dict(self.counts),
                     "steps": [[j, n, k, c] for (j, n, k), c in self.steps.items()],
                     "outcomes": [[ch, o, c] for (ch, o), c in self.outcomes.items()],
-                    "next_seq": self._next_seq,
+                    "next_seq": dict(self._next_seq),
                 }
             )
-            log_bytes = self._log_bytes
+            dirty, self._dirty = list(self._dirty), set()
+            profiles = self.profiles
+            upserts: list[tuple[str, bytes]] = []
+            for start in range(0, len(dirty), SNAPSHOT_SLICE):
+                upserts.extend((key, _pack(profiles[key])) for key in dirty[start : start + SNAPSHOT_SLICE])
+                await asyncio.sleep(0)  # let waiting inputs in between slices
             try:
+                await self.drain_sends()
                 await self._io(self.store.snapshot, upto, meta, upserts, [])
             except Exception:
-                self._dirty |= dirty  # written next time
+                self._dirty.update(dirty)  # written next time
                 raise
             self._log_bytes = max(0, self._log_bytes - log_bytes)
             self._last_snapshot = time.monotonic()
@@ -280,6 +295,16 @@ class ProfileShard:
             return {"upto": upto, "profiles": len(upserts)}
         finally:
             self._snapshotting = False
+
+    def _start_snapshot(self) -> None:
+        """Run a snapshot beside the timer loop, so timers keep firing while it writes."""
+
+        def done(task: asyncio.Task[dict[str, Any]]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("%s: snapshot failed: %s", self.name, task.exception())
+
+        self._snapshotting_task = asyncio.get_running_loop().create_task(self.snapshot())
+        self._snapshotting_task.add_done_callback(done)
 
     def _snapshot_due(self) -> bool:
         if not self._durable or self._snapshotting:
@@ -438,7 +463,7 @@ class ProfileShard:
                 await self.fire_timers()
                 await self.flush_sends()
                 if self._snapshot_due():
-                    await self.snapshot()
+                    self._start_snapshot()
                 self._metrics.batch(0, 0, self._drain_step_deltas())
                 self._metrics.gauges(len(self.profiles), len(self.timers))
             except Exception:  # a control loop logs and goes on; it must not die

@@ -63,6 +63,9 @@ class Catalog:
     journeys: tuple[CompiledJourney, ...]
     # eventType -> the matchers that can match it, in config order; None: any other type
     candidates: Mapping[str | None, tuple[EventMatcher, ...]]
+    # Definitions whose payload a shard reads (a journey or a profile field uses it); the
+    # records of every other event travel without their payload (see itinerary.router).
+    payload_events: frozenset[str]
 
     @classmethod
     def build(cls, app: AppConfig, file: str = "<config>") -> Catalog:
@@ -100,7 +103,8 @@ class Catalog:
             except JourneyDefinitionError as exc:
                 raise ConfigError(file=file, path=f"journeys[{i}].{exc.path}", reason=exc.reason) from None
         by_id = {m.event_id: m for m in matchers if m.event_id}
-        return cls(app, tuple(matchers), by_id, fields, tuple(journeys), _candidates(matchers))
+        payload_events = JourneyEngine(journeys, profile_fields=fields).payload_events
+        return cls(app, tuple(matchers), by_id, fields, tuple(journeys), _candidates(matchers), payload_events)
 
     def match(self, event: Mapping[str, Any]) -> EventMatcher | None:
         """The first definition the event satisfies, in config order (a system event id wins)."""

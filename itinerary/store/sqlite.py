@@ -15,6 +15,7 @@ from pathlib import Path
 from itinerary.store.base import DEAD, DONE, PENDING, OutboxRow, ShardState
 
 _SCHEMA_VERSION = 1
+_IN_SLICE = 500  # ids per `IN (...)` lookup, well under SQLite's bound on parameters
 
 
 def _connect(path: Path, sync: str) -> sqlite3.Connection:
@@ -126,14 +127,27 @@ class SqliteOutboxStore:
         known: list[OutboxRow] = []
         db.execute("BEGIN IMMEDIATE")
         try:
+            # One lookup per slice of ids, then one insert of the new ones: a statement per
+            # message cost more than the message's delivery bookkeeping.
+            seen: dict[str, tuple[str, bytes | None]] = {}
+            ids = [message_id for message_id, _ in requests]
+            for start in range(0, len(ids), _IN_SLICE):
+                chunk = ids[start : start + _IN_SLICE]
+                marks = ",".join("?" * len(chunk))
+                for message_id, state, outcome in db.execute(
+                    f"SELECT id, state, outcome FROM outbox WHERE id IN ({marks})", chunk
+                ):
+                    seen[message_id] = (state, outcome)
+            fresh: dict[str, bytes] = {}
             for message_id, request in requests:
-                cursor = db.execute(
-                    "INSERT OR IGNORE INTO outbox (id, state, request, created) VALUES (?, ?, ?, ?)",
-                    (message_id, PENDING, request, now),
-                )
-                if cursor.rowcount == 0:
-                    row = db.execute("SELECT state, outcome FROM outbox WHERE id = ?", (message_id,)).fetchone()
-                    known.append((message_id, row[0], row[1]))
+                if message_id in seen:
+                    known.append((message_id, *seen[message_id]))
+                elif message_id not in fresh:  # the same id twice in one batch: once
+                    fresh[message_id] = request
+            db.executemany(
+                "INSERT INTO outbox (id, state, request, created) VALUES (?, ?, ?, ?)",
+                [(message_id, PENDING, request, now) for message_id, request in fresh.items()],
+            )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

@@ -128,3 +128,28 @@ def test_replay_re_sends_messages_with_the_same_ids(store_at: StoreAt) -> None:
         assert [r["id"] for r in gateways2["email"].requests] == first
 
     asyncio.run(scenario())
+
+
+def test_inputs_applied_while_a_snapshot_packs_are_applied_once_after_recovery(
+    store_at: StoreAt, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from itinerary.actors import profile_shard
+
+    monkeypatch.setattr(profile_shard, "SNAPSHOT_SLICE", 1)  # yield after every profile
+
+    async def scenario() -> None:
+        clock = ManualClock()
+        shard, _, _ = shard_on(store_at, clock)
+        await shard.apply_batch("s", 0, blob(record("cart_add", 1)))
+        # the purchase is applied between the snapshot's slices: the row may or may not
+        # reflect it, and the log keeps it after `upto` either way
+        written, applied = await asyncio.gather(
+            shard.snapshot(), shard.apply_batch("s", 1, blob(record("purchase", 2)))
+        )
+        assert applied == 1 and written["upto"] == 1
+        live = await shard.get_profile(KEY)
+        again, _, _ = shard_on(store_at, clock)
+        assert await again.get_profile(KEY) == live
+        assert live is not None and live["history"]["cart"]["entries"] == 1 and live["journeys"] == []
+
+    asyncio.run(scenario())
