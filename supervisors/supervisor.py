@@ -18,6 +18,9 @@ import ray
 from itinerary.actors import runtime
 from itinerary.actors.names import gateway_name, ingress_name, shard_name
 from itinerary.config.app import AppConfig
+from itinerary.journey_versions import merge_versions
+from itinerary.journey_versions import rows as journey_rows
+from itinerary.store.factory import open_journey_store
 
 log = logging.getLogger(__name__)
 HEALTH_PERIOD = 2.0
@@ -50,6 +53,7 @@ class Supervisor:
 
     async def start(self) -> dict[str, Any]:
         """Start every actor and wait until each answers; returns the ingress URLs."""
+        self.app = self._with_stored_journeys(self.app)
         app = self.app
         for channel in app.channels:
             self.gateways[channel] = runtime.launch_gateway(app, channel)
@@ -65,6 +69,22 @@ class Supervisor:
         if self._watch_task is None:
             self._watch_task = asyncio.get_running_loop().create_task(self._watch())
         return {"urls": self.urls, "shards": len(self.shards), "gateways": sorted(self.gateways)}
+
+    def _with_stored_journeys(self, app: AppConfig) -> AppConfig:
+        """The config's journeys plus the older versions this deployment ran before, which
+        instances may still be on; the config's versions are stored for next time."""
+        store = open_journey_store(app.runtime.storage, app.runtime.data_dir)
+        try:
+            merged, notes = merge_versions(app, store.load())
+            store.save(journey_rows(app))
+        finally:
+            store.close()
+        for note in notes:
+            log.warning("%s", note)
+        kept = len(merged.journeys) - len(app.journeys)
+        if kept:
+            log.info("running %d stored journey versions beside the config's", kept)
+        return merged
 
     async def shutdown(self) -> None:
         if self._watch_task is not None:

@@ -86,3 +86,17 @@ class OutboxStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class JourneyStore(Protocol):
+    """Every journey version a deployment has run, so a restart runs the same ones."""
+
+    def save(self, versions: list[tuple[str, int, bytes]]) -> None:
+        """Record (journey id, version, definition as JSON) rows; existing ones are kept."""
+        ...
+
+    def load(self) -> list[bytes]:
+        """Every stored definition, oldest version first within a journey."""
+        ...
+
+    def close(self) -> None: ...

@@ -83,3 +83,20 @@ class MemoryOutboxStore:
 
     def close(self) -> None:
         pass
+
+
+class MemoryJourneyStore:
+    """Journey versions for the life of the process only."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, int], bytes] = {}
+
+    def save(self, versions: list[tuple[str, int, bytes]]) -> None:
+        for journey_id, version, definition in versions:
+            self._rows.setdefault((journey_id, version), definition)
+
+    def load(self) -> list[bytes]:
+        return [self._rows[key] for key in sorted(self._rows)]
+
+    def close(self) -> None:
+        pass

@@ -169,3 +169,24 @@ class RedisOutboxStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+class RedisJourneyStore:
+    """Journey versions in one hash, `<prefix>:journeys`, field `<id>@<version>`."""
+
+    def __init__(self, url: str, *, prefix: str = "itinerary") -> None:
+        self._db = _client(url)
+        self._key = f"{prefix}:journeys"
+
+    def save(self, versions: list[tuple[str, int, bytes]]) -> None:
+        pipe = self._db.pipeline(transaction=True)
+        for journey_id, version, definition in versions:
+            pipe.hsetnx(self._key, f"{journey_id}@{version:09d}", definition)
+        pipe.execute()
+
+    def load(self) -> list[bytes]:
+        stored = self._db.hgetall(self._key)
+        return [stored[field] for field in sorted(stored)]
+
+    def close(self) -> None:
+        self._db.close()

@@ -186,3 +186,31 @@ class SqliteOutboxStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+class SqliteJourneyStore:
+    """Journey versions in `<data_dir>/control.db`, next to the supervisor."""
+
+    def __init__(self, path: str | Path, *, sync: str = "normal") -> None:
+        self.path = Path(path)
+        self._db = _connect(self.path, sync)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS journeys (id TEXT NOT NULL, version INTEGER NOT NULL, "
+            "definition BLOB NOT NULL, PRIMARY KEY (id, version)) WITHOUT ROWID"
+        )
+        self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+
+    def save(self, versions: list[tuple[str, int, bytes]]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany("INSERT OR IGNORE INTO journeys (id, version, definition) VALUES (?, ?, ?)", versions)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def load(self) -> list[bytes]:
+        return [row[0] for row in self._db.execute("SELECT definition FROM journeys ORDER BY id, version")]
+
+    def close(self) -> None:
+        self._db.close()
