@@ -123,11 +123,13 @@ class IngressMetrics:
 
 
 class GatewayMetrics:
-    """Messages per channel and outcome, queue depth, limiter delay, event-to-delivery latency.
+    """Messages per channel and outcome, queue depth, limiter delay, event-to-delivery latency,
+    and the circuit breaker: whether it holds calls back, how often it opened, calls it held.
 
-    Implements the gateway's observer protocol. Outcomes are counted locally and exported
-    at most once a second; histogram samples are capped per export so that a channel
-    delivering thousands of messages a second pays a bounded cost for its metrics.
+    Implements the gateway's observer protocol (with `on_circuit`). Outcomes and held calls
+    are counted locally and exported at most once a second; histogram samples are capped
+    per export so that a channel delivering thousands of messages a second pays a bounded
+    cost for its metrics. Breaker state changes are rare and set the gauge at once.
     """
 
     EXPORT_PERIOD = 1.0
@@ -143,6 +145,7 @@ class GatewayMetrics:
         self._counts: Counter[tuple[str, str]] = Counter()
         self._delays: dict[str, list[float]] = {}
         self._latencies: dict[str, list[float]] = {}
+        self._short_circuited: Counter[str] = Counter()
         if m is None:
             return
         self._messages = m.Counter(
@@ -159,6 +162,19 @@ class GatewayMetrics:
             "itinerary_event_to_delivery_seconds",
             "From event ingest to provider answer",
             boundaries=LATENCY_BOUNDARIES,
+            tag_keys=("channel",),
+        )
+        self._circuit_open = m.Gauge(
+            "itinerary_gateway_circuit_open",
+            "1 while a channel's circuit breaker holds calls back (open or half-open), else 0",
+            tag_keys=("channel",),
+        )
+        self._circuit_opened = m.Counter(
+            "itinerary_gateway_circuit_opened_total", "Times a channel's circuit breaker opened", tag_keys=("channel",)
+        )
+        self._circuit_short = m.Counter(
+            "itinerary_gateway_short_circuited_total",
+            "Delivery attempts a channel's circuit breaker held back",
             tag_keys=("channel",),
         )
 
@@ -184,6 +200,9 @@ class GatewayMetrics:
         counts, self._counts = self._counts, Counter()
         delays, self._delays = self._delays, {}
         latencies, self._latencies = self._latencies, {}
+        short, self._short_circuited = self._short_circuited, Counter()
+        for channel, n in short.items():
+            self._circuit_short.inc(n, tags={"channel": channel})
         for (channel, outcome), n in counts.items():
             self._messages.inc(n, tags={"channel": channel, "outcome": outcome})
         for channel, values in delays.items():
@@ -196,3 +215,16 @@ class GatewayMetrics:
     def on_queue_depth(self, channel: str, depth: int) -> None:
         if self._on:
             self._depth.set(depth, tags={"channel": channel})
+
+    def on_circuit(self, channel: str, state: str, short_circuited: int) -> None:
+        if not self._on:
+            return
+        if short_circuited:
+            self._short_circuited[channel] += short_circuited
+        else:  # a change of state (or the initial report at start)
+            tags = {"channel": channel}
+            self._circuit_open.set(0.0 if state == "closed" else 1.0, tags=tags)
+            if state == "open":
+                self._circuit_opened.inc(1, tags=tags)
+        if self._clock() - self._last_export >= self.EXPORT_PERIOD:
+            self.export()

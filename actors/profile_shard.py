@@ -421,6 +421,7 @@ class ProfileShard:
                         "node": effect.node,
                         "payload": effect.payload,
                         "created": now,
+                        "deadline": effect.deadline,
                         "event_ts": event_ts,
                     }
                 )

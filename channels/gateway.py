@@ -9,6 +9,19 @@ async sink. Per mode:
 * cap        - the limiter is asked on submit; a refused message FAILS at once ("capped").
 
 Each retry of a failed attempt asks the limiter again (in cap mode a refused retry fails).
+
+In every mode a message whose request carries a `deadline` (the instant its journey stops
+waiting for the outcome and takes the action's error path) EXPIRES instead of being sent
+after it: a reminder must not reach a customer after the journey gave up on it.
+
+A circuit breaker (itinerary/engine/circuit.py, `circuit` in the channel config) stands in
+front of every attempt. While it is open nothing is called: the queue head waits (throttle
+and unlimited modes; it still expires after `max_age` or its deadline) and so does a retry
+in progress, until the breaker lets a probe through and the probe gets an answer. In cap
+mode, which never queues for long, a message the breaker holds back fails at once
+("circuit open"). Only attempts that got no answer (timeouts, connection errors) count
+against the endpoint.
+
 No Ray here: a plain class that a Ray async actor can host as is.
 """
 
@@ -29,6 +42,7 @@ from itinerary.channels.retry import DeliveryResult
 from itinerary.channels.webhook import WebhookProvider
 from itinerary.config.channels import ChannelConfig, WebhookChannelConfig
 from itinerary.engine import ratelimit
+from itinerary.engine.circuit import CLOSED, OPEN, CircuitBreaker, Permit
 from itinerary.engine.messages import (
     EXPIRED,
     FAILED,
@@ -47,6 +61,9 @@ OUTCOME_FLUSH_INTERVAL = 0.005  # seconds
 RATE_WINDOW = 10  # seconds of history behind the observed delivery rate
 STOP_FLUSH_TIMEOUT = 5.0  # a hung sink must not hang stop()
 CATCH_UP = 0.02  # seconds of dispatcher lateness made up for in throttle mode
+# Expiry is "older than max_age", so a wake-up exactly at max_age would find nothing to do;
+# waiting a millisecond more saves that extra round.
+EXPIRY_SLACK = 0.001
 
 # Without these a request can be neither delivered nor answered with an outcome, so it is
 # refused at the door (and logged) instead of failing deep inside a delivery task.
@@ -77,6 +94,17 @@ class GatewayObserver(Protocol):
     def on_queue_depth(self, channel: str, depth: int) -> None: ...
 
 
+class CircuitObserver(Protocol):
+    """Optionally also implemented by an observer: the circuit breaker's state changes.
+
+    `on_circuit(channel, state, short_circuited)` is called at start and on every change of
+    state (with short_circuited=0), and once per attempt the breaker held back (state as
+    of then, short_circuited=1).
+    """
+
+    def on_circuit(self, channel: str, state: str, short_circuited: int) -> None: ...
+
+
 class NullObserver:
     """The default observer: ignores everything."""
 
@@ -90,6 +118,9 @@ class NullObserver:
         pass
 
     def on_queue_depth(self, channel: str, depth: int) -> None:
+        pass
+
+    def on_circuit(self, channel: str, state: str, short_circuited: int) -> None:
         pass
 
 
@@ -106,9 +137,14 @@ class _Pending:
 
     request: SendRequest
     queued_at: float
+    # When it must be given up: max_age in throttle mode, or the instant its journey stops
+    # waiting for the outcome (the request's `deadline`), whichever comes first.
+    expires_at: float = math.inf
     attempts: int = 0
     throttled: bool = False  # THROTTLED already emitted: it is emitted once per message
     admitted_at: float | None = None
+    held: bool = False  # the breaker held it back while queued (counted once)
+    permit: Permit | None = None  # the breaker's leave for the next attempt
 
 
 class _RateMeter:
@@ -170,6 +206,11 @@ class ChannelGateway:
         self._max_age = limit.max_age.total_seconds() if limit and throttling else math.inf
         self._tat = 0.0  # the limiter's whole state
         self._backlogged = False  # the throttle head waited: lateness is not idleness
+        circuit = config.circuit
+        self._breaker = CircuitBreaker(circuit.settings()) if circuit.enabled else None
+        self._circuit_state = CLOSED  # as last reported to the observer and the log
+        # Replaced after every set(), so each waiter sees one broadcast per change of state.
+        self._circuit_changed = asyncio.Event()
 
         self._queue: deque[_Pending] = deque()
         self._slots = asyncio.Semaphore(config.max_connections)
@@ -195,6 +236,8 @@ class ChannelGateway:
         self._observer_errors = 0
         self._reported_depth = -1
         self._meter = _RateMeter(RATE_WINDOW)
+        self._short_circuited = 0  # attempts the breaker held back (once per attempt)
+        self._held_retries = 0  # retries waiting for the breaker right now
 
     def __repr__(self) -> str:
         limit = f"{self._mode} {self._limit_text}" if self._limit_text else self._mode
@@ -212,6 +255,8 @@ class ChannelGateway:
         self._started_at = self._clock()
         self._dispatcher = self._spawn_loop(self._dispatch(), "dispatch")
         self._flusher = self._spawn_loop(self._flush_loop(), "flush")
+        if self._breaker is not None:
+            self._observe_circuit(CLOSED, 0)  # the gauge exists from the start
         log.info("%r started", self)
 
     async def stop(self) -> None:
@@ -264,7 +309,11 @@ class ChannelGateway:
                 rejected += 1
                 log.error("%r: send request without %s", self, sorted(_REQUIRED_KEYS - set(request)))
                 continue
-            item = _Pending(request=request, queued_at=now)
+            deadline = request.get("deadline")
+            expires_at = now + self._max_age
+            if isinstance(deadline, (int, float)):
+                expires_at = min(expires_at, float(deadline))
+            item = _Pending(request=request, queued_at=now, expires_at=expires_at)
             if len(self._queue) >= self.config.queue_size:
                 self._rejected["queue_full"] += 1
                 rejected += 1
@@ -307,31 +356,79 @@ class ChannelGateway:
             await self._pause(None)
             return
         await self._slots.acquire()
+        head = self._queue[0]
         try:
-            head = self._queue[0]
-            wait = self._gate(head) if self._mode == "throttle" else 0.0
+            wait = self._admit(head)
             if wait == 0.0:
                 self._queue.popleft()
                 self._backlogged = bool(self._queue)
                 self._spawn_delivery(head)
-                return  # the delivery task owns the slot now
+                return  # the delivery task owns the slot (and the breaker's permit) now
         except BaseException:
             self._slots.release()
+            self._give_back(head)
             raise
         self._slots.release()
         if wait:
-            await self._pause(wait)
+            await self._pause(None if math.isinf(wait) else wait)
 
-    def _gate(self, head: _Pending) -> float | None:
-        """Throttle mode: expire the head (None), admit it (0.0) or return the wait."""
-        assert self._rate is not None
+    def _admit(self, head: _Pending) -> float | None:
+        """Decide on the head: ended (None: expired or failed), go (0.0), or the seconds to
+        wait (math.inf: until something wakes the dispatcher)."""
         now = self._clock()
-        age = now - head.queued_at
-        if age > self._max_age:
+        expired = self._expiry(head, now)
+        if expired is not None:
             self._queue.popleft()
-            reason = f"expired: queued {age:.1f}s, over max_age {self._max_age:g}s"
-            self._emit(head, EXPIRED, now, reason=reason)
+            self._emit(head, EXPIRED, now, reason=expired)
             return None
+        # The breaker before the limiter: a message held back must not spend a rate slot.
+        if self._breaker is not None:
+            head.permit = self._breaker.acquire(now)
+            self._circuit_moved(now)
+            if head.permit is None:
+                return self._hold(head, now)
+        if self._mode != "throttle":
+            return 0.0
+        wait = self._gate(head, now)
+        if wait:
+            self._give_back(head)  # not called after all: a probe's place goes to the next caller
+            # Look again when the head expires, or a limit of a few calls an hour would
+            # keep it (and whatever queues behind it) well past max_age.
+            wait = min(wait, head.expires_at - now + EXPIRY_SLACK)
+        return wait
+
+    def _expiry(self, item: _Pending, now: float) -> str | None:
+        """Why `item` must be given up now (EXPIRED), or None while it may still be sent."""
+        if now <= item.expires_at:
+            return None
+        deadline = item.request.get("deadline")
+        if isinstance(deadline, (int, float)) and now > deadline:
+            # Sending now would reach a customer after the journey took its error path.
+            return f"expired: the journey stopped waiting for it {now - deadline:.1f}s ago"
+        return f"expired: queued {now - item.queued_at:.1f}s, over max_age {self._max_age:g}s"
+
+    def _hold(self, head: _Pending, now: float) -> float | None:
+        """The breaker refused the head: fail it (cap mode) or return how long it waits."""
+        assert self._breaker is not None
+        if not head.held:
+            head.held = True
+            self._short_circuit(now)
+        if self._mode == "cap":
+            self._queue.popleft()
+            self._emit(head, FAILED, now, reason=self._circuit_reason(now))
+            return None
+        wait = self._breaker.wait(now)
+        if math.isfinite(head.expires_at):
+            # Look again when the head expires: an open breaker does not stop the clock.
+            expires_in = head.expires_at - now + EXPIRY_SLACK
+            wait = expires_in if wait is None else min(wait, expires_in)
+        if wait is None:
+            return math.inf  # every probe is out: only its outcome (a broadcast) can help
+        return max(wait, EXPIRY_SLACK)  # never 0.0, which would mean "go"
+
+    def _gate(self, head: _Pending, now: float) -> float:
+        """Throttle mode: admit the head (0.0) or return the limiter's wait."""
+        assert self._rate is not None
         asked_at = now
         if self._backlogged:
             # While messages wait, a late wake-up is the event loop's lateness (timers fire
@@ -380,17 +477,22 @@ class ChannelGateway:
             while True:
                 item.attempts += 1
                 self._attempting += 1
+                permit, item.permit = item.permit, None
                 try:
                     result = await self._provider.deliver(item.request)
                 except Exception as exc:
                     # A provider bug must still end in an outcome, never in a silent loss.
                     log.exception("%r: provider raised for %s", self, item.request["id"])
                     result = DeliveryResult.permanent(f"provider error: {type(exc).__name__}")
+                except BaseException:
+                    item.permit = permit  # cancelled: the call says nothing about the endpoint
+                    raise
                 finally:
                     self._attempting -= 1
                     self._slots.release()
                     holding = False
                 now = self._clock()
+                self._judge(permit, result, now)
                 if result.ok:
                     self._emit(item, SENT, now, status=result.status)
                     return
@@ -405,19 +507,31 @@ class ChannelGateway:
                 await self._slots.acquire()
                 holding = True
         except asyncio.CancelledError:
+            self._give_back(item)
             raise
         except Exception:
             log.exception("%r: delivery of %s failed unexpectedly", self, item.request["id"])
+            self._give_back(item)
             self._emit(item, FAILED, self._clock(), reason="internal error")
         finally:
             if holding:
                 self._slots.release()
 
     async def _wait_retry(self, item: _Pending, last: DeliveryResult, delay: float) -> bool:
-        """Wait `delay`, then for a rate slot: each retry spends one. False if capped."""
+        """Wait `delay`, then for the breaker, then for a rate slot: each retry spends one.
+
+        False if the message ended while waiting (capped, or held back by the breaker in
+        cap mode, or expired while the breaker held it back in throttle mode)."""
         self._retrying += 1
         try:
             await asyncio.sleep(delay)
+            now = self._clock()
+            expired = self._expiry(item, now)
+            if expired is not None:
+                self._emit(item, EXPIRED, now, reason=f"{expired} (retrying after {last.reason})", status=last.status)
+                return False
+            if self._breaker is not None and not await self._wait_circuit(item, last):
+                return False
             if self._rate is None:
                 return True
             while True:
@@ -427,12 +541,126 @@ class ChannelGateway:
                     self._tat = tat
                     return True
                 if self._mode == "cap":
+                    self._give_back(item)
                     reason = f"capped: over {self._limit_text} (retrying after {last.reason})"
                     self._emit(item, FAILED, now, reason=reason, status=last.status)
                     return False
                 await asyncio.sleep(decision.wait)
         finally:
             self._retrying -= 1
+
+    async def _wait_circuit(self, item: _Pending, last: DeliveryResult) -> bool:
+        """Wait until the breaker lets this retry through (True) or the message ends (False)."""
+        assert self._breaker is not None
+        counted = False
+        while True:
+            now = self._clock()
+            item.permit = self._breaker.acquire(now)
+            self._circuit_moved(now)
+            if item.permit is not None:
+                return True
+            if not counted:
+                counted = True
+                self._short_circuit(now)
+            if self._mode == "cap":
+                reason = f"{self._circuit_reason(now)} (retrying after {last.reason})"
+                self._emit(item, FAILED, now, reason=reason, status=last.status)
+                return False
+            expired = self._expiry(item, now)
+            if expired is not None:
+                self._emit(item, EXPIRED, now, reason=f"{expired} (circuit open)", status=last.status)
+                return False
+            wait = self._breaker.wait(now)
+            if math.isfinite(item.expires_at):
+                expires_in = item.expires_at - now + EXPIRY_SLACK
+                wait = expires_in if wait is None else min(wait, expires_in)
+            self._held_retries += 1
+            try:
+                await self._circuit_change(wait)
+            finally:
+                self._held_retries -= 1
+
+    # -- circuit breaker ----------------------------------------------------------------
+
+    def _judge(self, permit: Permit | None, result: DeliveryResult, now: float) -> None:
+        """Tell the breaker what the attempt made with `permit` says about the endpoint."""
+        if permit is None or self._breaker is None:
+            return
+        if result.unjudged:
+            self._breaker.release(permit)
+            if permit.probe:
+                self._broadcast()  # the probe's place is free again
+        else:
+            self._breaker.record(permit, now, answered=not result.unanswered)
+        self._circuit_moved(now, result.reason)
+
+    def _give_back(self, item: _Pending) -> None:
+        """Return `item`'s unused permit, if any, so another call may take its place."""
+        permit, item.permit = item.permit, None
+        if permit is None or self._breaker is None:
+            return
+        self._breaker.release(permit)
+        if permit.probe:
+            self._broadcast()
+
+    def _circuit_moved(self, now: float, last_reason: str | None = None) -> None:
+        """Report and broadcast a change of the breaker's state, if there was one."""
+        assert self._breaker is not None
+        state = self._breaker.state(now)
+        if state == self._circuit_state:
+            return
+        self._circuit_state = state
+        if state == OPEN:
+            log.warning(
+                "%r: circuit open (time %d), no calls for %gs; last attempt: %s",
+                self,
+                self._breaker.opened,
+                self._breaker.settings.open_for,
+                last_reason,
+            )
+        else:
+            log.info("%r: circuit %s", self, state)
+        self._observe_circuit(state, 0)
+        self._broadcast()
+
+    def _broadcast(self) -> None:
+        """Wake the dispatcher and every retry waiting for the breaker: they ask again."""
+        self._wake.set()
+        self._circuit_changed.set()
+        self._circuit_changed = asyncio.Event()
+
+    async def _circuit_change(self, seconds: float | None) -> None:
+        """Sleep until the next broadcast, or for `seconds` if given."""
+        changed = self._circuit_changed
+        if seconds is None:
+            await changed.wait()
+            return
+        try:
+            async with asyncio.timeout(max(seconds, 0.0)):
+                await changed.wait()
+        except TimeoutError:
+            pass
+
+    def _short_circuit(self, now: float) -> None:
+        assert self._breaker is not None
+        self._short_circuited += 1
+        self._observe_circuit(self._breaker.state(now), 1)
+
+    def _circuit_reason(self, now: float) -> str:
+        assert self._breaker is not None
+        state = self._breaker.state(now).replace("_", "-")
+        return f"circuit {state}: the endpoint stopped answering (timeouts or connection errors)"
+
+    def _observe_circuit(self, state: str, short_circuited: int) -> None:
+        # Optional for observers (GatewayObserver predates the breaker): look it up.
+        hook = getattr(self._observer, "on_circuit", None)
+        if hook is None:
+            return
+        try:
+            hook(self.name, state, short_circuited)
+        except Exception:
+            self._observer_errors += 1
+            log.exception("%r: observer failed", self)
 
     # -- outcomes -----------------------------------------------------------------------
 
@@ -534,5 +762,23 @@ class ChannelGateway:
             "sink_errors": self._sink_errors,
             "outcomes_dropped": self._outcomes_dropped,
             "observer_errors": self._observer_errors,
+            "circuit": self._circuit_stats(now),
             "running": self._started_at is not None and not self._stopped,
+        }
+
+    def _circuit_stats(self, now: float) -> dict[str, Any]:
+        breaker = self._breaker
+        if breaker is None:
+            return {"enabled": False, "state": "disabled", "opened": 0, "short_circuited": 0}
+        state = breaker.state(now)
+        calls, unanswered = breaker.recent
+        return {
+            "enabled": True,
+            "state": state,
+            "opened": breaker.opened,  # times it opened, re-openings after a failed probe included
+            "short_circuited": self._short_circuited,
+            "recent_attempts": calls,
+            "recent_unanswered": unanswered,
+            "half_open_in_s": breaker.open_until - now if state == OPEN else None,
+            "held_retries": self._held_retries,
         }

@@ -1,7 +1,8 @@
 """What one delivery attempt gave, whether it is worth retrying, and when.
 
 Providers turn protocol answers into a `DeliveryResult` with the classifiers here; the
-gateway asks a `RetryPolicy` for the delay before the next attempt. Both are pure: time
+gateway asks a `RetryPolicy` for the delay before the next attempt, and feeds each result
+to its circuit breaker (`unanswered` failures count against the endpoint). All pure: time
 comes in as arguments and jitter is supplied by the caller (a seeded RNG in tests).
 """
 
@@ -28,6 +29,20 @@ class DeliveryResult:
     retryable: bool
     retry_after: float | None
     reason: str | None
+
+    @property
+    def unanswered(self) -> bool:
+        """A failure without any answer from the provider: a timeout, or a connection that
+        was refused, could not be made or broke. Circuit breakers count these and only these;
+        an error *answer* (5xx, 429, SMTP 4xx) shows the endpoint is there and talking."""
+        return not self.ok and self.retryable and self.status is None
+
+    @property
+    def unjudged(self) -> bool:
+        """A failure decided on our side before the provider saw the call (a payload that
+        cannot be sent, a refused destination, a provider bug): it says nothing about the
+        endpoint, so a circuit breaker ignores it."""
+        return not self.ok and not self.retryable and self.status is None
 
     @classmethod
     def delivered(cls, status: int | None) -> DeliveryResult:

@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_v
 from itinerary.channels.retry import RetryPolicy
 from itinerary.config.runtime import Frozen
 from itinerary.config.secrets import Secret
+from itinerary.engine.circuit import CircuitSettings
 from itinerary.engine.ratelimit import Rate
 from itinerary.netpolicy import host_refusal
 
@@ -67,8 +68,41 @@ class RetryConfig(Frozen):
         )
 
 
+class CircuitConfig(Frozen):
+    """When a channel stops calling an endpoint whose calls get no answer, and for how long.
+
+    Only attempts that got no answer at all (a timeout, a refused or broken connection)
+    count as failures; an HTTP or SMTP error answer does not. See itinerary/engine/circuit.py.
+    """
+
+    enabled: bool = True
+    window: int = Field(20, ge=1, le=1000, description="how many recent attempts are judged")
+    min_calls: int = Field(10, ge=1, description="attempts in the window before it may open")
+    failure_ratio: float = Field(0.5, gt=0, le=1, description="share of unanswered attempts that opens it")
+    open_for: timedelta = Field(timedelta(seconds=30), description="how long no call is made once open")
+    probes: int = Field(1, ge=1, le=100, description="calls let through when half-open")
+
+    _open_for_positive = field_validator("open_for")(_positive)
+
+    @model_validator(mode="after")
+    def _min_calls_fit(self) -> CircuitConfig:
+        if self.min_calls > self.window:
+            raise ValueError("min_calls must not exceed window")
+        return self
+
+    def settings(self) -> CircuitSettings:
+        """The breaker's view of this config."""
+        return CircuitSettings(
+            window=self.window,
+            min_calls=self.min_calls,
+            failure_ratio=self.failure_ratio,
+            open_for=self.open_for.total_seconds(),
+            probes=self.probes,
+        )
+
+
 class ChannelBase(Frozen):
-    """Settings every channel gateway has: timeout, limit, connections, queue and retries."""
+    """Settings every channel gateway has: timeout, limit, connections, queue, retries, breaker."""
 
     # A secret mistakenly written inline must not be echoed by the validation error.
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
@@ -78,6 +112,7 @@ class ChannelBase(Frozen):
     max_connections: int = Field(50, ge=1, le=MAX_CONNECTIONS)
     queue_size: int = Field(10_000, ge=1)
     retry: RetryConfig = RetryConfig()
+    circuit: CircuitConfig = CircuitConfig()
 
     @field_validator("timeout")
     @classmethod

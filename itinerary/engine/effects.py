@@ -28,6 +28,7 @@ class Send(NamedTuple):
     message_id: str
     channel: str
     payload: dict[str, Any]
+    deadline: float | None = None  # when the action stops waiting for the outcome
 
 
 class ScheduleTimer(NamedTuple):

@@ -334,7 +334,7 @@ def _send(
     instance["st"] = AWAITING
     instance["msg"] = message_id
     instance["due"] = now + node.seconds
-    effects.append(Send(journey.id, instance["id"], node.id, message_id, node.channel, payload))
+    effects.append(Send(journey.id, instance["id"], node.id, message_id, node.channel, payload, instance["due"]))
     effects.append(StepEvent(journey.id, journey.version, instance["id"], node.id, fx.ACTION))
     effects.append(ScheduleTimer(instance["due"], journey.id, instance["id"], node.id))
     return True
