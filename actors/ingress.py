@@ -40,6 +40,19 @@ def _json_error(status: int, reason: str, headers: dict[str, str] | None = None)
     return web.json_response({"error": reason}, status=status, headers=headers)
 
 
+def _payload_reason(exc: BaseException) -> str:
+    """What went wrong reading the body: the innermost error of the chain aiohttp raises
+    (e.g. zlib's `incorrect header check` under its ContentEncodingError)."""
+    inner = exc
+    for _ in range(4):  # the chain is short; bounded anyway
+        below = inner.__cause__ or inner.__context__
+        if below is None:
+            break
+        inner = below
+    text = " ".join(str(inner).split()) or type(inner).__name__
+    return text[:200]
+
+
 class Ingress:
     """One HTTP server process: validates and routes events to profile shards in batches."""
 
@@ -151,6 +164,13 @@ class Ingress:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _json_error(413, f"body over the limit of {s.max_body_bytes} bytes"), 0, 0
+        except web.RequestPayloadError as exc:
+            # A body aiohttp cannot decode (Content-Encoding gzip or deflate over bytes that
+            # are not) is the client's fault: left to aiohttp it would be a 500. The rest of
+            # the body cannot be read past the error, so the connection is not reused.
+            refused = _json_error(400, f"body cannot be read: {_payload_reason(exc)}")
+            refused.force_close()
+            return refused, 0, 0
         now = self.clock()
         try:
             items = parse_body(body, request.content_type, max_events=s.max_events_per_request)
@@ -161,6 +181,7 @@ class Ingress:
             max_event_bytes=s.max_event_bytes,
             max_identities=s.max_identities,
             now=now,
+            max_future_skew=s.max_future_skew.total_seconds(),
             namespace_codes=self.namespace_codes,
         )
         per_shard, unrouted = self.router.route(valid, now)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from itinerary.config.runtime import Frozen
 
@@ -20,3 +20,18 @@ class EventDefinition(Frozen):
     profile_fields: dict[str, str] = Field(
         default_factory=dict, description="profile attribute -> expression, applied when non-null"
     )
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_without_colon(cls, value: str | None) -> str | None:
+        if value is not None and (not value or ":" in value):
+            raise ValueError("a namespace is a non-empty name without ':' (it separates namespace and id in keys)")
+        return value
+
+    @field_validator("profile_fields")
+    @classmethod
+    def _no_reserved_attribute(cls, value: dict[str, str]) -> dict[str, str]:
+        # `identities` mirrors the profile's identities (profile.identities.Email ...).
+        if "identities" in value:
+            raise ValueError("`identities` is kept by the engine and cannot be a profile field")
+        return value

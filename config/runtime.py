@@ -26,8 +26,13 @@ class IngressSettings(Frozen):
     instances: int = Field(1, ge=1, le=64)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_events_per_request: int = Field(10_000, ge=1)
-    max_event_bytes: int = Field(64 * 1024, ge=256)
-    max_identities: int = Field(20, ge=1)
+    max_event_bytes: int = Field(64 * 1024, ge=256, description="msgpack size of one event, as stored")
+    max_identities: int = Field(20, ge=1, description="identities in one event's identityMap")
+    max_future_skew: timedelta = Field(
+        timedelta(days=1),
+        ge=timedelta(0),
+        description="how far ahead of the ingress clock an event's timestamp may be (the past is open)",
+    )
     batch_max_events: int = Field(1000, ge=1)
     batch_max_delay: timedelta = timedelta(milliseconds=2)
     max_inflight_batches: int = Field(4, ge=1, description="per shard, per ingress")
@@ -48,6 +53,15 @@ class ProfileSettings(Frozen):
     recent_event_ids: int = Field(64, ge=1, le=10_000)
     max_ids_per_namespace: int = Field(8, ge=1)
     max_attributes: int = Field(200, ge=1)
+    max_attribute_bytes: int = Field(
+        4 * 1024, ge=16, description="one attribute value: a string's UTF-8 length, another value's msgpack length"
+    )
+    max_profile_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="attribute values and identities of one profile together, measured the same way; "
+        "a write that would go beyond is skipped",
+    )
 
 
 class StorageSettings(Frozen):

@@ -133,4 +133,6 @@ class Catalog:
             recent_event_ids=profile.recent_event_ids,
             max_ids_per_namespace=profile.max_ids_per_namespace,
             max_attributes=profile.max_attributes,
+            max_attribute_bytes=profile.max_attribute_bytes,
+            max_profile_bytes=profile.max_profile_bytes,
         )

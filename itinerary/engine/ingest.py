@@ -84,7 +84,9 @@ class CoreIdentity(TypedDict):
     authenticatedState: NotRequired[Annotated[str, StringConstraints(strict=True)]]
 
 
-Namespace = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=256)]
+# No ':' in a namespace: a profile key is `<namespace>:<id>`, and ("a:b", "c") must not
+# name the same profile as ("a", "b:c"). Checked by the compiled validator, not in Python.
+Namespace = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=256, pattern=r"^[^:]+$")]
 IdentityMap = Annotated[dict[Namespace, Annotated[list[CoreIdentity], Field(min_length=1)]], Field(min_length=1)]
 
 
@@ -241,8 +243,8 @@ def _prepare(
         if is_jsonld(item):
             try:
                 item = normalise(item, namespace_codes)
-            except ValueError as exc:
-                rejected.append({"index": index, "reason": f"cannot normalise JSON-LD: {exc}"})
+            except ValueError as exc:  # a key or a path in the message can be as long as the body
+                rejected.append({"index": index, "reason": f"cannot normalise JSON-LD: {_exc_text(exc)}"})
                 continue
         indices.append(index)
         events.append(item)
@@ -390,6 +392,8 @@ def _reason(loc: Sequence[Any], error: Any) -> str:
         if depth == 3 and loc[2] == "[key]":
             if kind == "string_too_long":
                 return "identityMap: namespace names must be at most 256 characters"
+            if kind == "string_pattern_mismatch":
+                return "identityMap: namespace names must not contain ':'"
             return "identityMap: namespace names must be non-empty strings"
         if depth == 2:
             if kind == "too_short":
@@ -504,7 +508,8 @@ def _describe(event: dict[Any, Any]) -> str:
         for key, value in pairs:
             if type(node) is dict:
                 if type(key) is not str:
-                    return f"{path or 'event'}: keys must be strings, not {_json_type(key)} {_show(key)}"
+                    at = _path([path]) if path else "event"  # keys may be long: the path is cut
+                    return f"{at}: keys must be strings, not {_json_type(key)} {_show(key)}"
                 where = f"{path}.{key}" if path else key
             else:
                 where = f"{path}[{key}]"

@@ -7,7 +7,19 @@ profile and returns effects; it never reads the clock and never does I/O.
 
 Profile keys: key, ids {namespace: [id, ...]}, attrs {name: value, "identities": {ns: id}},
 seen {event id: None} (oldest first), journeys {journey id: instance}, hist {journey id: [entries, last exit]},
-created, updated.
+created, updated, size (bytes held by attribute values and identities, see below).
+
+Size: what events write into a profile is bounded so that no client can grow one without
+limit. Packing a whole profile on every write would cost more than the write, so the
+parts are bounded instead: at most `max_attributes` attributes, each value at most
+`max_attribute_bytes`, and attribute values and identities together at most
+`max_profile_bytes`, kept as a running total in `size` (strings count their UTF-8 length,
+numbers 9 bytes, lists and objects their msgpack length; an identity counts its namespace
+and id, twice for a namespace's first id, which `attrs.identities` repeats). A write that
+would go beyond a bound is skipped, the rest of the event still applies. The other parts
+are bounded by configuration: `seen` by `recent_event_ids` ids of at most 256 characters,
+`journeys` and `hist` by one entry per journey (an instance holds the event that moved it
+last, at most `max_event_bytes`). docs/operations.md ("Limits") adds them up.
 """
 
 from __future__ import annotations
@@ -15,10 +27,39 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import msgpack
+
 from itinerary.engine import journey as jr
 from itinerary.engine.effects import Effect
 
 FieldMapping = tuple[tuple[str, Callable[[Mapping[str, Any]], Any]], ...]
+
+IDENTITIES = "identities"  # the attribute that mirrors each namespace's first id
+_ABSENT: Any = object()
+_SCALAR_BYTES = 9  # the most msgpack spends on a number, a bool or nil
+_INT_RANGE = range(-(2**63), 2**64)  # what msgpack can encode (and so a snapshot can hold)
+
+
+def text_size(text: str) -> int:
+    """UTF-8 length of a string, without encoding it when it is ASCII (an O(1) test)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def value_size(value: Any) -> int | None:
+    """Bytes an attribute value takes (see the module docstring), or None when it cannot be
+    stored at all: an int beyond 64 bits or a foreign object would break the shard's
+    snapshot long after the event that brought it."""
+    kind = type(value)
+    if kind is str:
+        return text_size(value)
+    if kind is float or kind is bool or value is None:
+        return _SCALAR_BYTES
+    if kind is int:
+        return _SCALAR_BYTES if value in _INT_RANGE else None
+    try:
+        return len(msgpack.packb(value))
+    except Exception:  # too large an int inside, too deep, not msgpack data
+        return None
 
 
 class JourneyEngine:
@@ -37,6 +78,8 @@ class JourneyEngine:
         recent_event_ids: int = 64,
         max_ids_per_namespace: int = 8,
         max_attributes: int = 200,
+        max_attribute_bytes: int = 4 * 1024,
+        max_profile_bytes: int = 64 * 1024,
     ) -> None:
         self._versions: dict[tuple[str, int], jr.CompiledJourney] = {}
         self._latest: dict[str, jr.CompiledJourney] = {}
@@ -46,6 +89,8 @@ class JourneyEngine:
         self._recent = recent_event_ids
         self._max_ids = max_ids_per_namespace
         self._max_attrs = max_attributes
+        self._max_value = max_attribute_bytes
+        self._budget = max_profile_bytes
         self.install(journeys)
 
     def install(self, journeys: Iterable[jr.CompiledJourney]) -> None:
@@ -109,12 +154,13 @@ class JourneyEngine:
         return {
             "key": key,
             "ids": {},
-            "attrs": {"identities": {}},
+            "attrs": {IDENTITIES: {}},
             "seen": {},
             "journeys": {},
             "hist": {},
             "created": now,
             "updated": now,
+            "size": 0,
         }
 
     def apply_event(self, profile: dict[str, Any], name: str, event: dict[str, Any], now: float) -> list[Effect] | None:
@@ -125,7 +171,7 @@ class JourneyEngine:
         self._merge_identities(profile, event.get("identityMap"))
         mapping = self._fields.get(name)
         if mapping:
-            self._apply_fields(profile["attrs"], mapping, event)
+            self._apply_fields(profile, mapping, event)
         return self.dispatch(profile, name, event, now)
 
     def dispatch(self, profile: dict[str, Any], name: str, event: dict[str, Any], now: float) -> list[Effect]:
@@ -201,23 +247,77 @@ class JourneyEngine:
         if not isinstance(identity_map, dict):
             return
         ids: dict[str, list[str]] = profile["ids"]
-        primary = profile["attrs"]["identities"]
+        primary = profile["attrs"][IDENTITIES]
         for namespace, entries in identity_map.items():
             known = ids.get(namespace)
-            if known is None:
-                known = ids[namespace] = []
-            elif len(entries) == 1 and type(entries[0]) is dict and entries[0].get("id") in known:
+            if known is not None and len(entries) == 1 and type(entries[0]) is dict and entries[0].get("id") in known:
                 continue  # the common case: one id per namespace, already known
             for entry in entries:
                 value = entry.get("id") if isinstance(entry, dict) else None
-                if isinstance(value, str) and value not in known and len(known) < self._max_ids:
-                    known.append(value)
-            if known:
-                primary[namespace] = known[0]
+                if not isinstance(value, str) or not isinstance(namespace, str):
+                    continue
+                if known is not None and (value in known or len(known) >= self._max_ids):
+                    continue
+                first = not known
+                cost = text_size(namespace) + text_size(value)
+                if first:
+                    cost += cost  # a namespace's first id is also kept in attrs.identities
+                used = self._size(profile) + cost
+                if used > self._budget:
+                    continue  # a full profile keeps the identities it has
+                profile["size"] = used
+                if known is None:
+                    known = ids[namespace] = []
+                if first:
+                    primary[namespace] = value
+                known.append(value)
 
-    def _apply_fields(self, attrs: dict[str, Any], mapping: FieldMapping, event: dict[str, Any]) -> None:
+    def _apply_fields(self, profile: dict[str, Any], mapping: FieldMapping, event: dict[str, Any]) -> None:
+        attrs = profile["attrs"]
         scope = {"event": event}
+        used = profile.get("size")
+        if used is None:
+            used = self.measure(profile)  # a profile from a snapshot taken before sizes were kept
+        budget, largest = self._budget, self._max_value
         for attr, evaluate in mapping:
             value = evaluate(scope)
-            if value is not None and (attr in attrs or len(attrs) < self._max_attrs):
-                attrs[attr] = value
+            if value is None or attr == IDENTITIES:  # that name is the identity mirror, not data
+                continue
+            # ASCII strings, most values, are measured inline: this runs per mapped field
+            size = len(value) if type(value) is str and value.isascii() else value_size(value)
+            if size is None or size > largest:
+                continue
+            old = attrs.get(attr, _ABSENT)
+            if old is _ABSENT:
+                if len(attrs) >= self._max_attrs:
+                    continue
+            elif type(old) is str and old.isascii():
+                size -= len(old)
+            else:
+                size -= value_size(old) or 0
+            if used + size > budget:
+                continue
+            attrs[attr] = value
+            used += size
+        profile["size"] = used
+
+    def _size(self, profile: dict[str, Any]) -> int:
+        """The running total of attribute and identity bytes (measured once for a profile
+        from a snapshot taken before the total was kept)."""
+        size = profile.get("size")
+        if size is None:
+            size = profile["size"] = self.measure(profile)
+        return int(size)
+
+    @staticmethod
+    def measure(profile: dict[str, Any]) -> int:
+        """Attribute and identity bytes of a profile, counted from scratch (what `size` tracks)."""
+        total = 0
+        for name, value in profile["attrs"].items():
+            if name != IDENTITIES:
+                total += value_size(value) or 0
+        for namespace, known in profile["ids"].items():
+            for n, value in enumerate(known):
+                cost = text_size(namespace) + text_size(value)
+                total += cost + cost if n == 0 else cost
+        return total

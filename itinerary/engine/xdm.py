@@ -114,11 +114,14 @@ def normalise(event: dict[str, Any], namespace_codes: Mapping[str, str] = DEFAUL
                     if holder is None:
                         holder = dst[group] = {}
                     elif type(holder) is not dict:
-                        raise ValueError(f"{holder_path}: {key!r} needs an object there")
+                        raise ValueError(f"{_brief(holder_path)}: {_brief(repr(key))} needs an object there")
             sub_path = _join(holder_path, short)
             existing = holder.get(short, _MISSING)
             if existing is not _MISSING and not _mergeable(existing, value, identity_map):
-                raise ValueError(f"{sub_path}: {key!r} collides with another key that maps to {short!r}")
+                raise ValueError(
+                    f"{_brief(sub_path)}: {_brief(repr(key))} collides with another key that maps to "
+                    f"{_brief(repr(short))}"
+                )
             holder[short] = _target(
                 value, existing, depth, sub_path, short == "identityMap" and not identity_map, pending
             )
@@ -158,10 +161,16 @@ def _target(value: Any, existing: Any, depth: int, path: str, identity_map: bool
     else:
         return value
     if depth >= MAX_DEPTH:
-        raise ValueError(f"nested deeper than {MAX_DEPTH} levels at {path or 'the top'}")
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels at {_brief(path) or 'the top'}")
     pending.append((value, target, depth + 1, path, identity_map and type(value) is dict))
     return target
 
 
 def _join(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else str(key)
+
+
+def _brief(text: str) -> str:
+    """`text` cut to 64 characters: keys, and so paths, can be as long as a request body,
+    and a reason goes back to the client once per refused event."""
+    return text if len(text) <= 64 else text[:61] + "..."

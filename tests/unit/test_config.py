@@ -90,3 +90,15 @@ def test_unknown_keys_and_bad_yaml_are_refused(tmp_path: Path) -> None:
         load_config(write(tmp_path, "runtime: {shardz: 2}\n"), env={})
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(write(tmp_path, "runtime: [\n"), env={})
+
+
+def test_reserved_profile_field_and_colon_namespace_are_refused_at_load() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from itinerary.config.events import EventDefinition
+
+    with pytest.raises(ValidationError, match="cannot be a profile field"):
+        EventDefinition(rule="true", profile_fields={"identities": "event.x"})
+    with pytest.raises(ValidationError, match="without ':'"):
+        EventDefinition(rule="true", namespace="Email:x")
