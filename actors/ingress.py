@@ -96,6 +96,10 @@ class Ingress:
     def queued(self) -> int:
         return sum(b.queued for b in self.batchers)
 
+    async def ready(self) -> str:
+        """Answers once the actor is up (the server may not be listening yet: see start)."""
+        return self.name
+
     async def start(self) -> dict[str, Any]:
         if self._runner is not None:
             return self._address()

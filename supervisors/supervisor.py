@@ -11,6 +11,8 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import ray
@@ -24,6 +26,8 @@ from itinerary.store.factory import open_journey_store
 
 log = logging.getLogger(__name__)
 HEALTH_PERIOD = 2.0
+RELAUNCH_ATTEMPTS = 40
+RELAUNCH_PAUSE = 0.25  # seconds between launches refused because the name is still taken
 CALL_TIMEOUT = 10.0
 
 
@@ -47,6 +51,7 @@ class Supervisor:
         self.restarts: dict[str, int] = {}
         self.started_at = time.time()
         self._watch_task: asyncio.Task[None] | None = None
+        self._health_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"Supervisor(shards={len(self.shards)}, gateways={len(self.gateways)})"
@@ -113,27 +118,55 @@ class Supervisor:
                 log.exception("health check failed")
 
     async def check_health(self) -> list[str]:
-        """Ping every actor; re-create those that are gone for good. Returns what was re-created."""
+        """Ping every actor; re-create those that are gone for good. Returns what was re-created.
+
+        One check at a time: the periodic watch and an operator's call must not both
+        re-create the same actor."""
+        async with self._health_lock:
+            return await self._check_health()
+
+    async def _check_health(self) -> list[str]:
         recreated: list[str] = []
         app = self.app
         for index, handle in list(self.shards.items()):
             if not await self._alive(handle.ready.remote()):
-                self.shards[index] = runtime.launch_shard(app, index)
-                recreated.append(shard_name(index))
+                name = shard_name(index)
+                self.shards[index] = await self._relaunch(name, partial(runtime.launch_shard, app, index))
+                recreated.append(name)
         for channel, handle in list(self.gateways.items()):
             if not await self._alive(handle.ready.remote()):
-                self.gateways[channel] = runtime.launch_gateway(app, channel)
-                recreated.append(gateway_name(channel))
+                name = gateway_name(channel)
+                self.gateways[channel] = await self._relaunch(name, partial(runtime.launch_gateway, app, channel))
+                recreated.append(name)
         for index, handle in list(self.ingresses.items()):
             # start() is idempotent; after Ray restarted the process it binds the port again
             if not await self._alive(handle.start.remote()):
-                self.ingresses[index] = runtime.launch_ingress(app, index, self.port)
+                name = ingress_name(index)
+                self.ingresses[index] = await self._relaunch(name, partial(runtime.launch_ingress, app, index, self.port))
                 await self._alive(self.ingresses[index].start.remote())
-                recreated.append(ingress_name(index))
+                recreated.append(name)
         for name in recreated:
             self.restarts[name] = self.restarts.get(name, 0) + 1
             log.warning("re-created %s", name)
         return recreated
+
+    async def _relaunch(self, name: str, launch: Callable[[], Any]) -> Any:
+        """Launch `name` again. Ray releases a dead actor's name a moment after its death, so
+        a launch refused with "already taken" is retried; a live holder of the name is kept."""
+        for _ in range(RELAUNCH_ATTEMPTS):
+            try:
+                return launch()
+            except ValueError as exc:
+                if "already taken" not in str(exc):
+                    raise
+            try:
+                holder = ray.get_actor(name, namespace=self.app.runtime.ray_namespace)
+            except ValueError:
+                holder = None  # released meanwhile: launch again
+            if holder is not None and await self._alive(holder.ready.remote()):
+                return holder
+            await asyncio.sleep(RELAUNCH_PAUSE)
+        raise RuntimeError(f"could not re-create {name}: its name stayed taken")
 
     @staticmethod
     async def _alive(ref: Any) -> bool:
