@@ -142,7 +142,8 @@ class Supervisor:
             # start() is idempotent; after Ray restarted the process it binds the port again
             if not await self._alive(handle.start.remote()):
                 name = ingress_name(index)
-                self.ingresses[index] = await self._relaunch(name, partial(runtime.launch_ingress, app, index, self.port))
+                launch = partial(runtime.launch_ingress, app, index, self.port)
+                self.ingresses[index] = await self._relaunch(name, launch)
                 await self._alive(self.ingresses[index].start.remote())
                 recreated.append(name)
         for name in recreated:
