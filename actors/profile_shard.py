@@ -389,7 +389,8 @@ class ProfileShard:
                 fired += 1
                 if self._durable:
                     self._dirty.add(key)
-                self._execute(key, effects, now, None)
+                # A message sent when a wait ends is late from its due time, not its event's.
+                self._execute(key, effects, now, due)
         self.counts["timers_fired"] += fired
         return fired
 

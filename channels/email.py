@@ -26,6 +26,9 @@ from itinerary.engine.messages import SendRequest
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_HEADER = "X-Itinerary-Idempotency-Key"
+# When the ingress accepted the event that led to this message (epoch seconds), so a
+# receiver can measure event-to-delivery latency (the load tool does).
+EVENT_TIME_HEADER = "X-Itinerary-Event-Time"
 MESSAGE_ID_DOMAIN = "itinerary"
 
 # Relays drop idle sessions (RFC 5321 suggests a 5 minute server timeout); a pooled session
@@ -63,6 +66,9 @@ def build_message(request: SendRequest, sender: str) -> bytes:
         f"{IDEMPOTENCY_HEADER}: {_header_safe(str(request['id']))}",
         "MIME-Version: 1.0",
     ]
+    event_ts = request.get("event_ts")
+    if event_ts is not None:
+        headers.append(f"{EVENT_TIME_HEADER}: {float(event_ts):.6f}")
     text = _part("plain", str(payload["text"]))
     html = payload.get("html")
     if html:

@@ -19,6 +19,9 @@ from itinerary.netpolicy import address_refusal, host_refusal
 
 log = logging.getLogger(__name__)
 DNS_TTL = 60  # seconds a host's addresses (and so the decision on them) are kept
+# When the ingress accepted the event that led to this call (epoch seconds), so a
+# receiver can measure event-to-delivery latency (the load tool does).
+EVENT_TIME_HEADER = "X-Itinerary-Event-Time"
 
 
 class DestinationRefused(OSError):
@@ -121,12 +124,16 @@ class WebhookProvider:
             raise RuntimeError("WebhookProvider.deliver() called before start()")
         if self._refused is not None:
             return DeliveryResult.permanent(self._refused)
+        headers = {"Idempotency-Key": str(request["id"])}
+        event_ts = request.get("event_ts")
+        if event_ts is not None:
+            headers[EVENT_TIME_HEADER] = f"{float(event_ts):.6f}"
         try:
             async with self._session.request(
                 self._config.method,
                 self._config.url,
                 json=request["payload"],
-                headers={"Idempotency-Key": str(request["id"])},
+                headers=headers,
                 # A redirect could carry the bearer token to another host: treat it as final.
                 allow_redirects=False,
             ) as response:

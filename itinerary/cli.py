@@ -1,4 +1,4 @@
-"""The `itinerary` command: up, send, status, demo, bench."""
+"""The `itinerary` command: up, send, status, demo, bench, load."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -51,6 +52,71 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("bench", help="pipeline benchmark; `itinerary bench --help` for its options")
 
+    load = sub.add_parser(
+        "load",
+        help="open-loop load test of a running deployment (see docs/loadtest.md)",
+        description="Send realistic XDM traffic at a target rate, whatever the server does; report achieved rate, "
+        "ingest latency from the scheduled send time, and event-to-delivery latency per channel and journey.",
+    )
+    load.add_argument(
+        "--url",
+        action="append",
+        default=None,
+        help=f"ingress base URL; repeat or comma-separate (default {DEFAULT_URL})",
+    )
+    load.add_argument(
+        "--token",
+        default=None,
+        help="ingest key (default: $ITINERARY_TOKEN, else $ITINERARY_INGEST_KEY, else `make up`'s 'ingest-key')",
+    )
+    load.add_argument("--rate", default="1000", help="target events per second, e.g. 20000 or 20k (default 1000)")
+    load.add_argument("--duration", default="30", help="seconds of sending, e.g. 30 or 2m (default 30)")
+    load.add_argument(
+        "--schedule",
+        default="constant",
+        help="constant | step:5000,10000,20000@10s | ramp:1000..20000 (default constant)",
+    )
+    load.add_argument("--profiles", type=int, default=100_000, help="distinct customer profiles (default 100,000)")
+    load.add_argument(
+        "--zipf", type=float, default=None, help="Zipf exponent of profile choice, e.g. 1.1 (default uniform)"
+    )
+    load.add_argument("--batch", type=int, default=100, help="events per request (default 100)")
+    load.add_argument("--connections", type=int, default=16, help="concurrent connections per process (default 16)")
+    load.add_argument("--processes", type=int, default=1, help="sender processes, each sending rate/K (default 1)")
+    load.add_argument("--closed-loop", action="store_true", help="send each batch when the previous answer arrives")
+    load.add_argument("--content-type", choices=("json", "msgpack"), default="json")
+    where = load.add_mutually_exclusive_group()
+    where.add_argument(
+        "--receivers",
+        default="127.0.0.1:2525:8091",
+        metavar="HOST:SMTP_PORT:HTTP_PORT",
+        help="where the built-in receivers listen (default: the demo config's 127.0.0.1:2525:8091)",
+    )
+    where.add_argument("--no-receivers", action="store_true", help="measure ingest only")
+    load.add_argument(
+        "--receiver-token",
+        default=os.environ.get("ITINERARY_DEMO_TOKEN", "demo-token"),
+        help="bearer token the HTTP receiver expects (default: $ITINERARY_DEMO_TOKEN, else `make up`'s 'demo-token')",
+    )
+    load.add_argument(
+        "--admin-token",
+        default=os.environ.get("ITINERARY_ADMIN_KEY", "admin-key"),
+        help="admin key to read the gateways' queues from /v1/status ('' to skip; default: $ITINERARY_ADMIN_KEY, "
+        "else `make up`'s 'admin-key')",
+    )
+    load.add_argument("--config", default=None, help="config whose channel names label the deliveries (default: demo)")
+    load.add_argument("--out", default="results/load.json", help="JSON report ('' for none)")
+    load.add_argument("--chart", default="results/load.png", help="PNG chart ('' for none)")
+    load.add_argument("--drain", type=float, default=15.0, help="max seconds to wait for deliveries after sending")
+    load.add_argument("--max-backlog", type=int, default=None, help="due batches a process may queue (default 10 s)")
+    load.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="replays a run's traffic and profiles (default: a new one per run, so each run meets new customers)",
+    )
+    load.add_argument("--no-progress", action="store_true", help="no live progress bar")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP command
@@ -65,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             from itinerary.demo import run_demo
 
             return run_demo(args.config, profiles=args.profiles)
+        if args.command == "load":
+            return cmd_load(args)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
@@ -150,6 +218,52 @@ def cmd_status(url: str, raw: bool, token: str | None = None) -> int:
     else:
         render_status(status)
     return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from itinerary.load.main import DEMO_CONFIG, LoadOptions, default_token, run_load
+    from itinerary.load.schedule import parse_duration, parse_rate
+
+    logging.getLogger().setLevel(logging.WARNING)  # the progress bar and tables say it all
+    try:
+        receivers = None if args.no_receivers else _host_ports(args.receivers)
+        options = LoadOptions(
+            urls=tuple(u.strip() for arg in (args.url or [DEFAULT_URL]) for u in arg.split(",") if u.strip()),
+            token=args.token or default_token(),
+            rate=parse_rate(args.rate),
+            duration=parse_duration(args.duration),
+            schedule=args.schedule,
+            profiles=args.profiles,
+            zipf=args.zipf,
+            batch=args.batch,
+            connections=args.connections,
+            processes=args.processes,
+            closed_loop=args.closed_loop,
+            content_type=args.content_type,
+            receivers=receivers,
+            receiver_token=args.receiver_token or None,
+            admin_token=args.admin_token or None,
+            config=args.config or str(DEMO_CONFIG),
+            out=args.out or None,
+            chart=args.chart or None,
+            seed=args.seed if args.seed is not None else secrets.randbelow(100_000),
+            max_backlog=args.max_backlog,
+            drain=args.drain,
+            progress=not args.no_progress,
+        )
+    except ValueError as exc:
+        print(f"itinerary load: {exc}", file=sys.stderr)
+        return 2
+    return run_load(options)
+
+
+def _host_ports(text: str) -> tuple[str, int, int]:
+    host, _, ports = text.rpartition(":")
+    host, _, smtp = host.rpartition(":")
+    try:
+        return host or "127.0.0.1", int(smtp), int(ports)
+    except ValueError:
+        raise ValueError(f"--receivers {text!r}: expected HOST:SMTP_PORT:HTTP_PORT, e.g. 127.0.0.1:2525:8091") from None
 
 
 if __name__ == "__main__":
