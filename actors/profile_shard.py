@@ -45,7 +45,7 @@ from itinerary.store.memory import MemoryShardStore
 log = logging.getLogger(__name__)
 
 HELD_BATCH_TIMEOUT = 30.0
-SNAPSHOT_SLICE = 2000  # profiles packed between two yields to the event loop
+SNAPSHOT_SLICE = 2000  # profiles packed and written per step of a snapshot
 TIMERS = 3  # log entry kind: timers that fell due, as [[due, key, journey, instance, node], ...]
 TimerKey = tuple[str, str, str, str]  # profile key, journey, instance, node
 _pack = msgpack.Packer(use_bin_type=True).pack
@@ -255,7 +255,8 @@ class ProfileShard:
         """Write the profiles changed since the last snapshot and drop the log before them.
 
         The snapshot is fuzzy, so that packing tens of thousands of profiles never stalls
-        the shard: profiles are packed in slices between which inputs keep being applied,
+        the shard: profiles are packed and written in slices, each its own transaction,
+        between which inputs keep being applied and logged,
         so a row may already reflect log entries after `upto`. Replaying those is harmless:
         an event is a duplicate by its id, an outcome finds its action no longer waiting, a
         timer finds its instance moved on. Before the rows are committed, the sends of
@@ -278,13 +279,14 @@ class ProfileShard:
             )
             dirty, self._dirty = list(self._dirty), set()
             profiles = self.profiles
-            upserts: list[tuple[str, bytes]] = []
-            for start in range(0, len(dirty), SNAPSHOT_SLICE):
-                upserts.extend((key, _pack(profiles[key])) for key in dirty[start : start + SNAPSHOT_SLICE])
-                await asyncio.sleep(0)  # let waiting inputs in between slices
             try:
+                # Slice by slice: pack on the loop (the state is the loop's), write on the
+                # I/O thread; log appends that arrive meanwhile go between the slices.
+                for start in range(0, len(dirty), SNAPSHOT_SLICE):
+                    rows = [(key, _pack(profiles[key])) for key in dirty[start : start + SNAPSHOT_SLICE]]
+                    await self._io(self.store.write_profiles, rows)
                 await self.drain_sends()
-                await self._io(self.store.snapshot, upto, meta, upserts, [])
+                await self._io(self.store.mark_snapshot, upto, meta)
             except Exception:
                 self._dirty.update(dirty)  # written next time
                 raise
@@ -292,7 +294,7 @@ class ProfileShard:
             self._last_snapshot = time.monotonic()
             self.counts["snapshots"] += 1
             self._metrics.snapshot()
-            return {"upto": upto, "profiles": len(upserts)}
+            return {"upto": upto, "profiles": len(dirty)}
         finally:
             self._snapshotting = False
 

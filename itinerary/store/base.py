@@ -40,10 +40,16 @@ class ShardStore(Protocol):
         """The snapshot and every log entry after it, in order."""
         ...
 
-    def snapshot(self, upto_seq: int, meta: bytes, upserts: list[tuple[str, bytes]], deletes: list[str]) -> None:
-        """Write changed profiles and `meta` as of log entry `upto_seq`, then drop the log up to it.
+    def write_profiles(self, upserts: list[tuple[str, bytes]]) -> None:
+        """Write (key, state) rows of a snapshot in progress; atomic per call.
 
-        Atomic: after a crash the store holds either the old snapshot and log or the new."""
+        A snapshot writes its rows in several calls so that log appends are never held up
+        for long; rows may be newer than the snapshot's point (see ProfileShard.snapshot)."""
+        ...
+
+    def mark_snapshot(self, upto_seq: int, meta: bytes) -> None:
+        """Complete a snapshot: record `meta` as of log entry `upto_seq` and drop the log up
+        to it, atomically (after a crash the old point and its log tail are still there)."""
         ...
 
     def close(self) -> None: ...

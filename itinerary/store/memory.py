@@ -25,7 +25,10 @@ class MemoryShardStore:
     def load(self) -> ShardState:
         return ShardState(snapshot_seq=self._seq)
 
-    def snapshot(self, upto_seq: int, meta: bytes, upserts: list[tuple[str, bytes]], deletes: list[str]) -> None:
+    def write_profiles(self, upserts: list[tuple[str, bytes]]) -> None:
+        pass
+
+    def mark_snapshot(self, upto_seq: int, meta: bytes) -> None:
         pass
 
     def close(self) -> None:

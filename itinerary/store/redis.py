@@ -67,12 +67,14 @@ class RedisShardStore:
         ]
         return ShardState(snapshot_seq=snapshot_seq, meta=meta.get(b"shard"), profiles=profiles, log=log)
 
-    def snapshot(self, upto_seq: int, meta: bytes, upserts: list[tuple[str, bytes]], deletes: list[str]) -> None:
+    def write_profiles(self, upserts: list[tuple[str, bytes]]) -> None:
         pipe = self._db.pipeline(transaction=True)
         for chunk in _chunks(upserts):
             pipe.hset(self._profiles, mapping=dict(chunk))
-        for chunk in _chunks(deletes):
-            pipe.hdel(self._profiles, *chunk)
+        pipe.execute()
+
+    def mark_snapshot(self, upto_seq: int, meta: bytes) -> None:
+        pipe = self._db.pipeline(transaction=True)
         pipe.hset(self._meta, mapping={"shard": meta, "snapshot_seq": upto_seq})
         pipe.xtrim(self._log, minid=f"{upto_seq + 1}-0")
         pipe.execute()

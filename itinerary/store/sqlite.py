@@ -85,12 +85,20 @@ class SqliteShardStore:
             ),
         )
 
-    def snapshot(self, upto_seq: int, meta: bytes, upserts: list[tuple[str, bytes]], deletes: list[str]) -> None:
+    def write_profiles(self, upserts: list[tuple[str, bytes]]) -> None:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany("INSERT OR REPLACE INTO profiles (key, state) VALUES (?, ?)", upserts)
-            db.executemany("DELETE FROM profiles WHERE key = ?", [(k,) for k in deletes])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def mark_snapshot(self, upto_seq: int, meta: bytes) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
             db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('shard', ?)", (meta,))
             db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('snapshot_seq', ?)", (str(upto_seq),))
             db.execute("DELETE FROM log WHERE seq <= ?", (upto_seq,))
