@@ -80,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument(
         "--zipf", type=float, default=None, help="Zipf exponent of profile choice, e.g. 1.1 (default uniform)"
     )
+    load.add_argument(
+        "--new-customers",
+        type=float,
+        default=0.05,
+        help="share of profiles that register on their first visit; the rest are returning customers (default 0.05)",
+    )
     load.add_argument("--batch", type=int, default=100, help="events per request (default 100)")
     load.add_argument("--connections", type=int, default=16, help="concurrent connections per process (default 16)")
     load.add_argument("--processes", type=int, default=1, help="sender processes, each sending rate/K (default 1)")
@@ -235,6 +241,7 @@ def cmd_load(args: argparse.Namespace) -> int:
             schedule=args.schedule,
             profiles=args.profiles,
             zipf=args.zipf,
+            new_customers=args.new_customers,
             batch=args.batch,
             connections=args.connections,
             processes=args.processes,

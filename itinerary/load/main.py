@@ -64,6 +64,7 @@ class LoadOptions:
     schedule: str = "constant"
     profiles: int = 100_000
     zipf: float | None = None
+    new_customers: float = 0.05  # share of profiles that register on their first visit
     batch: int = 100
     connections: int = 16
     processes: int = 1
@@ -92,6 +93,8 @@ class LoadOptions:
             raise ValueError("--profiles must be at least --processes")
         if self.zipf is not None and self.zipf < 0:
             raise ValueError("--zipf must be >= 0 (0: uniform)")
+        if not 0.0 <= self.new_customers <= 1.0:
+            raise ValueError("--new-customers must be between 0 and 1")
         self.make_schedule()  # fails early on a bad --schedule
 
     def make_schedule(self) -> Schedule:
@@ -135,7 +138,7 @@ def make_traffic(options: LoadOptions, process: int) -> JourneyTraffic:
     )
     encoder = EventEncoder("msgpack" if options.content_type == "msgpack" else "json", seed=seed)
     encoder.warm()
-    return JourneyTraffic(chooser, encoder, seed=seed)
+    return JourneyTraffic(chooser, encoder, seed=seed, new_customers=options.new_customers)
 
 
 async def run_sender(

@@ -316,6 +316,7 @@ class JourneyTraffic:
         mix: ScenarioMix | None = None,
         pages: tuple[int, int] = PAGES,
         think: tuple[float, float] = THINK,
+        new_customers: float = 1.0,
     ) -> None:
         self.chooser = chooser
         self.encoder = encoder
@@ -325,7 +326,9 @@ class JourneyTraffic:
         self.kinds: Counter[str] = Counter()  # events made, per kind
         self.sessions = 0
         self._rng = random.Random(seed)
-        self._registered = bytearray(chooser.ranks)  # first visits register, once per profile
+        # A new customer registers on their first visit; a returning one (registered before
+        # the run) never does. A storefront sees a few percent of new customers a day.
+        self._registered = bytearray(1 if self._rng.random() >= new_customers else 0 for _ in range(chooser.ranks))
         self._pending: list[tuple[float, int, int, str, str | int | None]] = []  # (due, order, profile, kind, variant)
         self._order = 0
 
