@@ -22,9 +22,9 @@ from itinerary.config.journeys import (
     WaitNode,
 )
 from itinerary.engine import journey as jr
-from itinerary.engine.expressions import compile_expression, compile_mapping
+from itinerary.engine.expressions import compile_expression, compile_mapping, event_fields, mapping_event_fields
 from itinerary.engine.messages import OUTCOMES
-from itinerary.engine.templates import compile_template
+from itinerary.engine.templates import compile_template, template_event_fields
 from itinerary.errors import ExpressionError, JourneyDefinitionError, TemplateError
 
 # Outcomes of messages come back to the profile as events a journey can wait for.
@@ -124,6 +124,7 @@ def compile_journey(
 
     entry = compiled[entries[0]]
     _check_reachable(entry.id, edges, nodes, fail)
+    kept = _event_fields_read(nodes)
     _check_loops_block(edges, compiled, fail)
     entry_node = nodes[entry.id]
     assert isinstance(entry_node, EntryNode)
@@ -139,7 +140,38 @@ def compile_journey(
         reentrance_wait=definition.reentrance.wait.total_seconds(),
         entry_event=entry_node.event,
         listens=listens,
+        event_fields=kept,
     )
+
+
+def _event_fields_read(nodes: Mapping[str, Any]) -> frozenset[str] | None:
+    """The top-level event keys any node of the journey reads (None: the whole event).
+
+    An instance keeps the event that moved it last for the nodes after it; keeping only
+    these keys makes a profile several times smaller (an XDM event is ~1 KB, the fields a
+    journey reads are a few). Sources compiled without error above, so parsing cannot fail.
+    """
+    keys: set[str] = set()
+    for node in nodes.values():
+        found: list[frozenset[str] | None] = []
+        if isinstance(node, EntryNode) and node.condition:
+            found.append(event_fields(node.condition))
+        elif isinstance(node, ConditionNode):
+            found.extend(event_fields(b.when) for b in node.branches)
+        elif isinstance(node, WaitEventNode):
+            found.extend(event_fields(b.condition) for b in node.events if b.condition)
+        elif isinstance(node, ActionNode):
+            if node.message is not None:
+                message = node.message
+                found.append(event_fields(message.to))
+                found.extend(template_event_fields(t) for t in (message.subject, message.text, message.html) if t)
+            if node.payload is not None:
+                found.append(mapping_event_fields(node.payload))
+        for item in found:
+            if item is None:
+                return None
+            keys |= item
+    return frozenset(keys)
 
 
 def _compile_action(

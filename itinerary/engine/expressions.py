@@ -615,6 +615,9 @@ class _Parser:
         self.i = 0
         self.depth = 0
         self.roots: set[str] = set()
+        # Which top-level keys of `event` the expression reads; None once it uses `event`
+        # other than through a constant first key (then all of it may matter).
+        self.event_keys: set[str] | None = set()
 
     def peek(self, ahead: int = 0) -> _Token:
         return self.tokens[min(self.i + ahead, len(self.tokens) - 1)]
@@ -716,6 +719,11 @@ class _Parser:
             elif self.is_op("("):
                 raise self.fail(tok, "only functions can be called, e.g. lower(x)")
             else:
+                if base is None and root == "event" and self.event_keys is not None:
+                    if steps and type(steps[0]) is str:
+                        self.event_keys.add(steps[0])
+                    else:
+                        self.event_keys = None
                 return _path(base, root, steps)
 
     def items(self, close: str) -> list[_Node]:
@@ -809,6 +817,32 @@ def compile_expression(source: str) -> Expression:
     except RecursionError:  # belt and braces: MAX_NESTING should stop this well before
         raise parser.fail(parser.peek(), "expression nested too deeply") from None
     return Expression(source, node.fn, frozenset(parser.roots))
+
+
+def event_fields(source: str) -> frozenset[str] | None:
+    """The top-level keys of `event` the expression `source` reads, or None if it may read
+    all of it (`event` itself, `event[k]` with a computed k). Raises ExpressionError."""
+    parser = _Parser(source)
+    parser.parse()
+    return None if parser.event_keys is None else frozenset(parser.event_keys)
+
+
+def mapping_event_fields(template: Any) -> frozenset[str] | None:
+    """`event_fields` over every string leaf of a payload mapping (None if any is None)."""
+    keys: set[str] = set()
+    stack = [template]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            found = event_fields(value)
+            if found is None:
+                return None
+            keys |= found
+        elif isinstance(value, Mapping):
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+    return frozenset(keys)
 
 
 class CompiledMapping:

@@ -72,6 +72,17 @@ class CompiledJourney:
     reentrance_wait: float
     entry_event: str = ""
     listens: frozenset[str] = field(default_factory=frozenset)  # events a waiting node takes
+    # Top-level event keys the journey's nodes read; an instance keeps only these of the
+    # event that moved it (None: keep the whole event).
+    event_fields: frozenset[str] | None = None
+
+
+def kept_event(journey: CompiledJourney, event: dict[str, Any]) -> dict[str, Any]:
+    """The part of `event` an instance of `journey` needs to keep for its later nodes."""
+    fields = journey.event_fields
+    if fields is None:
+        return event
+    return {k: v for k, v in event.items() if k in fields}
 
 
 class EventInput(NamedTuple):
@@ -139,7 +150,7 @@ def try_enter(
         "t0": now,
         "due": None,
         "msg": None,
-        "ev": event.event,
+        "ev": kept_event(journey, event.event),
     }
     effects: list[Effect] = [StepEvent(journey.id, journey.version, instance_id, entry.id, fx.ENTERED)]
     assert entry.next is not None
@@ -186,7 +197,7 @@ def _on_event(
     scope = {"event": inp.event, "profile": profile, "now": now}
     for name, condition, target in node.events:
         if name == inp.name and (condition is None or condition(scope)):
-            out = dict(instance, ev=inp.event, due=None, st=RUNNING)
+            out = dict(instance, ev=kept_event(journey, inp.event), due=None, st=RUNNING)
             effects: list[Effect] = []
             _goto(journey, out, target, effects)
             _run(journey, out, profile, now, effects)

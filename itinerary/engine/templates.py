@@ -161,3 +161,27 @@ def compile_template(source: str, *, html: bool = False) -> MessageTemplate:
     except Exception as exc:  # e.g. RecursionError on absurdly nested blocks
         raise TemplateError(source=source, reason=f"cannot compile: {_describe(exc)}") from exc
     return MessageTemplate(source, template, html)
+
+
+def template_event_fields(source: str) -> frozenset[str] | None:
+    """The top-level keys of `event` a template reads (`event.x...`, `event['x']...`), or
+    None if it may read all of it (`event` passed whole, or indexed by a computed key)."""
+    from jinja2 import nodes
+
+    tree = _TEXT.parse(source)
+    uses = sum(1 for n in tree.find_all(nodes.Name) if n.name == "event")
+    keys: set[str] = set()
+    reached = 0
+    for access in tree.find_all(nodes.Getattr):
+        assert isinstance(access, nodes.Getattr)
+        if isinstance(access.node, nodes.Name) and access.node.name == "event":
+            reached += 1
+            keys.add(access.attr)
+    for item in tree.find_all(nodes.Getitem):
+        assert isinstance(item, nodes.Getitem)
+        if isinstance(item.node, nodes.Name) and item.node.name == "event":
+            reached += 1
+            if not (isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str)):
+                return None
+            keys.add(item.arg.value)
+    return frozenset(keys) if reached == uses else None
