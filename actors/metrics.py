@@ -39,6 +39,11 @@ class ShardMetrics:
         )
         self._profiles = m.Gauge("itinerary_shard_profiles", "Profiles held by a shard", tag_keys=("shard",))
         self._timers = m.Gauge("itinerary_shard_pending_timers", "Pending timers in a shard", tag_keys=("shard",))
+        self._passivated = m.Gauge(
+            "itinerary_shard_passivated_profiles",
+            "Profiles a shard keeps packed until their next input",
+            tag_keys=("shard",),
+        )
         self._outcomes = m.Counter(
             "itinerary_shard_outcomes_total", "Message outcomes returned to profiles", tag_keys=("shard", "outcome")
         )
@@ -51,6 +56,12 @@ class ShardMetrics:
             "itinerary_shard_log_entries_total", "Entries written to the shard's write-ahead log", tag_keys=("shard",)
         )
         self._snapshots = m.Counter("itinerary_shard_snapshots_total", "Snapshots written", tag_keys=("shard",))
+        self._timer_lateness = m.Histogram(
+            "itinerary_shard_timer_lateness_seconds",
+            "How late the most overdue timer of each fired batch was, against its due time",
+            boundaries=[0.001, 0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 60],
+            tag_keys=("shard",),
+        )
 
     def batch(self, applied: int, duplicates: int, steps: Counter[tuple[str, str, str]]) -> None:
         if not self._on:
@@ -79,10 +90,15 @@ class ShardMetrics:
         if self._on:
             self._snapshots.inc(1, tags=self._tags)
 
-    def gauges(self, profiles: int, timers: int) -> None:
+    def timers_fired(self, worst_lateness: float) -> None:
+        if self._on:
+            self._timer_lateness.observe(max(0.0, worst_lateness), tags=self._tags)
+
+    def gauges(self, profiles: int, timers: int, passivated: int) -> None:
         if self._on:
             self._profiles.set(profiles, tags=self._tags)
             self._timers.set(timers, tags=self._tags)
+            self._passivated.set(passivated, tags=self._tags)
 
 
 class IngressMetrics:

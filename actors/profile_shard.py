@@ -25,6 +25,7 @@ from functools import partial
 from typing import Any
 
 import msgpack
+from hdrh.histogram import HdrHistogram
 
 from itinerary.actors.coalescer import Coalescer
 from itinerary.actors.metrics import ShardMetrics
@@ -37,6 +38,7 @@ from itinerary.clock import SystemClock
 from itinerary.config.app import AppConfig
 from itinerary.engine.effects import ScheduleTimer, Send, StepEvent
 from itinerary.engine.messages import SendRequest
+from itinerary.engine.profile_table import ProfileTable
 from itinerary.engine.timers import TimerQueue
 from itinerary.store.base import EVENTS, OUTCOMES, ShardStore
 from itinerary.store.factory import open_shard_store
@@ -79,13 +81,16 @@ class ProfileShard:
             peers = RayPeers(app.runtime.ray_namespace)
         self.peers = peers
         self.clock = clock if clock is not None else SystemClock()
-        self.profiles: dict[str, dict[str, Any]] = {}
+        self.profiles = ProfileTable()
         self.timers: TimerQueue[TimerKey] = TimerQueue()
         self.pending_sends: dict[str, list[SendRequest]] = {}
         self.steps: Counter[tuple[str, str, str]] = Counter()
         # The last step events, kept as tuples: building a dict per step costs more than the step.
         self.recent_steps: deque[tuple[str, float, StepEvent]] = deque(maxlen=1000)
         self.counts: Counter[str] = Counter()
+        # How late timers fire against their due time, in µs: the figure an operator of
+        # waits cares about (a slow shard or a long GC shows up here first).
+        self.timer_lateness = HdrHistogram(1, 3_600_000_000, 2)
         self.outcomes: Counter[tuple[str, str]] = Counter()
         self._next_seq: dict[str, int] = {}
         self._held: dict[str, dict[int, tuple[bytes, asyncio.Future[int], float]]] = {}
@@ -108,6 +113,10 @@ class ProfileShard:
         self._last_snapshot = time.monotonic()
         self._snapshotting = False
         self._snapshotting_task: asyncio.Task[dict[str, Any]] | None = None
+        after = app.runtime.profile.passivate_after
+        self._passivate_after = after.total_seconds() if after else None
+        self._last_sweep = time.monotonic()
+        self._passivating: asyncio.Task[int] | None = None
         self.recovery: dict[str, Any] = {}
         self._recover()
 
@@ -214,7 +223,8 @@ class ProfileShard:
         state = self.store.load()
         unpack = msgpack.unpackb
         for key, packed in state.profiles:
-            self.profiles[key] = unpack(packed, raw=False)
+            # Loaded passivated: the next input unpacks a profile, idle ones stay compact.
+            self.profiles.add_passivated(key, packed, ())
         if state.meta:
             meta = unpack(state.meta, raw=False)
             self.counts.update(meta.get("counts", {}))
@@ -230,7 +240,7 @@ class ProfileShard:
             self._applied_seq = seq
             self._log_bytes += len(blob)
         self.timers = TimerQueue()
-        for key, profile in self.profiles.items():
+        for key, profile in self.profiles.recount():
             for instance in profile["journeys"].values():
                 if instance.get("due") is not None:
                     self.timers.push(instance["due"], (key, instance["j"], instance["id"], instance["n"]))
@@ -283,7 +293,7 @@ class ProfileShard:
                 # Slice by slice: pack on the loop (the state is the loop's), write on the
                 # I/O thread; log appends that arrive meanwhile go between the slices.
                 for start in range(0, len(dirty), SNAPSHOT_SLICE):
-                    rows = [(key, _pack(profiles[key])) for key in dirty[start : start + SNAPSHOT_SLICE]]
+                    rows = [(key, profiles.packed(key)) for key in dirty[start : start + SNAPSHOT_SLICE]]
                     await self._io(self.store.write_profiles, rows)
                 await self.drain_sends()
                 await self._io(self.store.mark_snapshot, upto, meta)
@@ -329,7 +339,8 @@ class ProfileShard:
                 touch(key)
             profile = profiles.get(key)
             if profile is None:
-                profile = profiles[key] = engine.new_profile(key, now)
+                profile = engine.new_profile(key, now)
+                profiles.add(key, profile)
             if name not in payload_events:
                 if engine.observe(profile, event_id, identity_map, now):
                     applied += 1
@@ -382,7 +393,11 @@ class ProfileShard:
 
     def _apply_timers(self, blob: bytes, now: float) -> int:
         fired = 0
+        latest_due = now
+        lateness = self.timer_lateness
         for due, key, journey, instance, node in msgpack.unpackb(blob, raw=False):
+            lateness.record_value(min(3_600_000_000, max(1, round((now - due) * 1e6))))
+            latest_due = min(latest_due, due)
             profile = self.profiles.get(key)
             if profile is None:
                 continue
@@ -394,6 +409,7 @@ class ProfileShard:
                 # A message sent when a wait ends is late from its due time, not its event's.
                 self._execute(key, effects, now, due)
         self.counts["timers_fired"] += fired
+        self._metrics.timers_fired(now - latest_due)
         return fired
 
     def _unpop_timers(self, blob: bytes) -> None:
@@ -468,10 +484,33 @@ class ProfileShard:
                 await self.flush_sends()
                 if self._snapshot_due():
                     self._start_snapshot()
+                if self._passivation_due():
+                    self._passivating = asyncio.get_running_loop().create_task(self.passivate_idle())
                 self._metrics.batch(0, 0, self._drain_step_deltas())
-                self._metrics.gauges(len(self.profiles), len(self.timers))
+                self._metrics.gauges(len(self.profiles), len(self.timers), self.profiles.passivated)
             except Exception:  # a control loop logs and goes on; it must not die
                 log.exception("%s: timer loop error", self.name)
+
+    # -- passivation ------------------------------------------------------------------
+
+    def _passivation_due(self) -> bool:
+        if self._passivate_after is None or (self._passivating is not None and not self._passivating.done()):
+            return False
+        return time.monotonic() - self._last_sweep >= self._passivate_after
+
+    async def passivate_idle(self) -> int:
+        """Pack the profiles untouched since the previous call; returns how many.
+
+        Slice by slice, so inputs keep being applied between slices; a profile touched
+        meanwhile is skipped (see ProfileTable).
+        """
+        self._last_sweep = time.monotonic()
+        keys = self.profiles.idle_keys()
+        packed = 0
+        for start in range(0, len(keys), SNAPSHOT_SLICE):
+            packed += self.profiles.passivate(keys[start : start + SNAPSHOT_SLICE])
+            await asyncio.sleep(0)
+        return packed
 
     def _expire_held(self, max_age: float) -> None:
         """A batch whose predecessor never came (its sender failed) is refused, not kept."""
@@ -500,7 +539,7 @@ class ProfileShard:
         return self.name
 
     async def get_profile(self, key: str) -> dict[str, Any] | None:
-        profile = self.profiles.get(key)
+        profile = self.profiles.peek(key)
         if profile is None:
             return None
         return {
@@ -532,26 +571,31 @@ class ProfileShard:
         return float(self.clock())
 
     async def status(self) -> dict[str, Any]:
-        active: Counter[str] = Counter()
-        for profile in self.profiles.values():
-            for journey_id in profile["journeys"]:
-                active[journey_id] += 1
         return {
             "name": self.name,
             "profiles": len(self.profiles),
+            "profiles_passivated": self.profiles.passivated,
             "pending_timers": len(self.timers),
-            "active_instances": dict(active),
+            "active_instances": dict(self.profiles.instance_counts()),
             "events_applied": self.counts["events"],
             "duplicates": self.counts["duplicates"],
             "decisions": self.counts["decisions"],
             "sends": self.counts["sends"],
             "timers_fired": self.counts["timers_fired"],
+            "timer_lateness_ms": _lateness_ms(self.timer_lateness),
             "storage": {
                 "backend": type(self.store).__name__,
                 "applied_seq": self._applied_seq,
                 "log_bytes": self._log_bytes,
                 "dirty_profiles": len(self._dirty),
                 "snapshots": self.counts["snapshots"],
+            },
+            "passivation": {
+                "after_s": self._passivate_after,
+                "active": self.profiles.active,
+                "passivated": self.profiles.passivated,
+                "activations": self.profiles.activations,
+                "passivations": self.profiles.passivations,
             },
             "recovery": self.recovery,
             "steps": [[j, n, k, c] for (j, n, k), c in sorted(self.steps.items())],
@@ -561,3 +605,11 @@ class ProfileShard:
 
     async def recent_step_events(self, limit: int = 100) -> list[dict[str, Any]]:
         return [{"profile": key, "at": at, **step._asdict()} for key, at, step in list(self.recent_steps)[-limit:]]
+
+
+def _lateness_ms(histogram: HdrHistogram) -> dict[str, float]:
+    count = histogram.get_total_count()
+    if not count:
+        return {"count": 0}
+    out = {f"p{p:g}": histogram.get_value_at_percentile(p) / 1000 for p in (50.0, 99.0, 99.9)}
+    return {"count": count, **out, "max": histogram.get_max_value() / 1000}

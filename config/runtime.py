@@ -62,6 +62,11 @@ class ProfileSettings(Frozen):
         description="attribute values and identities of one profile together, measured the same way; "
         "a write that would go beyond is skipped",
     )
+    passivate_after: timedelta | None = Field(
+        timedelta(seconds=60),
+        description="a profile untouched for this long (up to twice as long) is kept packed, "
+        "about a third of the memory, until its next input; null keeps every profile unpacked",
+    )
 
 
 class StorageSettings(Frozen):

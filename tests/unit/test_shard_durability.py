@@ -153,3 +153,23 @@ def test_inputs_applied_while_a_snapshot_packs_are_applied_once_after_recovery(
         assert live is not None and live["history"]["cart"]["entries"] == 1 and live["journeys"] == []
 
     asyncio.run(scenario())
+
+
+def test_a_snapshot_writes_passivated_profiles_as_they_are_and_recovery_keeps_them_packed(
+    store_at: StoreAt,
+) -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        shard, _, _ = shard_on(store_at, clock)
+        await shard.apply_batch("s", 0, blob(record("registration", 0), record("cart_add", 1)))
+        await shard.passivate_idle()
+        assert await shard.passivate_idle() == 1
+        assert (await shard.snapshot())["profiles"] == 1  # dirty, and written in its packed form
+        before = await shard.get_profile(KEY)
+        again, _, _ = shard_on(store_at, clock)
+        status = await again.status()
+        assert status["profiles_passivated"] == 1 and len(again.timers) == len(shard.timers)
+        assert status["active_instances"] == (await shard.status())["active_instances"]
+        assert await again.get_profile(KEY) == before
+
+    asyncio.run(scenario())

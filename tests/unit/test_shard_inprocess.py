@@ -54,6 +54,15 @@ def blob(*records: list[Any]) -> bytes:
     return msgpack.packb(list(records))
 
 
+async def welcomed_with_a_cart(shard: ProfileShard, clock: ManualClock, gateways: dict[str, RecordingGateway]) -> None:
+    """Registration and a cart add; the welcome e-mail's outcome comes back, the cart waits."""
+    await shard.apply_batch("s", 0, blob(record("registration", 0), record("cart_add", 1)))
+    await shard.drain_sends()
+    [welcome] = gateways["email"].requests
+    assert welcome["node"] == "send"  # the welcome email
+    await shard.deliver_outcomes(msgpack.packb([outcome_for(welcome, "sent", at=clock())]))
+
+
 def test_batches_that_arrive_out_of_order_are_applied_in_sequence() -> None:
     async def scenario() -> None:
         clock = ManualClock()
@@ -87,11 +96,7 @@ def test_timer_fires_on_the_injected_clock_and_the_send_reaches_the_gateway() ->
     async def scenario() -> None:
         clock = ManualClock()
         shard, _, gateways = make_shard(clock)
-        await shard.apply_batch("s", 0, blob(record("registration", 0), record("cart_add", 1)))
-        await shard.drain_sends()
-        [welcome] = gateways["email"].requests
-        assert welcome["node"] == "send"  # the welcome email
-        await shard.deliver_outcomes(msgpack.packb([outcome_for(welcome, "sent", at=clock())]))
+        await welcomed_with_a_cart(shard, clock, gateways)
         clock.advance(1799)
         assert await shard.fire_timers() == 0
         clock.advance(1)
@@ -150,5 +155,32 @@ def test_batcher_starts_a_new_sender_after_a_failed_call() -> None:
         assert await batcher.add([[2]]) == 1
         (first, seq0), (second, seq1) = senders
         assert first != second and seq0 == 0 and seq1 == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_passivated_profile_wakes_for_its_event_and_its_timer_as_if_never_packed() -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        shard, _, gateways = make_shard(clock)
+        await welcomed_with_a_cart(shard, clock, gateways)
+        await shard.passivate_idle()  # starts a period: the profile was just touched
+        assert await shard.passivate_idle() == 1
+        status = await shard.status()
+        assert status["profiles_passivated"] == 1
+        assert status["active_instances"] == {"cart": 1}  # counted without unpacking
+        assert (await shard.get_profile(KEY))["history"]["cart"]["entries"] == 1  # a read leaves it packed
+        assert (await shard.status())["profiles_passivated"] == 1
+        # the cart wait fires on a packed profile: it is unpacked and moves on
+        clock.advance(1800)
+        assert await shard.fire_timers() == 1
+        await shard.drain_sends()
+        assert gateways["email"].requests[-1]["node"] == "mail"
+        status = await shard.status()
+        assert status["profiles_passivated"] == 0 and status["passivation"]["activations"] == 1
+        # and an event for a packed profile applies once, duplicates still recognised
+        await shard.passivate_idle()
+        await shard.passivate_idle()
+        assert await shard.apply_batch("s", 1, blob(record("cart_add", 1), record("purchase", 2))) == 1
 
     asyncio.run(scenario())
