@@ -14,11 +14,14 @@ from pathlib import Path
 
 from itinerary.store.base import DEAD, DONE, PENDING, OutboxRow, ShardState
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 1  # outboxes and journey stores
+# Shard stores: 2 keeps profiles in a rowid table updated in place (an upsert of a ~1 KB
+# row into version 1's WITHOUT ROWID table cost twice the CPU); version 1 is migrated.
+_SHARD_SCHEMA_VERSION = 2
 _IN_SLICE = 500  # ids per `IN (...)` lookup, well under SQLite's bound on parameters
 
 
-def _connect(path: Path, sync: str) -> sqlite3.Connection:
+def _connect(path: Path, sync: str, reads: tuple[int, ...] = (_SCHEMA_VERSION,)) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Autocommit mode (isolation_level=None): transactions are explicit BEGIN/COMMIT.
     # check_same_thread=False: the actor opens the store, its I/O thread uses it.
@@ -27,9 +30,9 @@ def _connect(path: Path, sync: str) -> sqlite3.Connection:
     db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
     db.execute("PRAGMA busy_timeout=5000")
     version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version not in (0, _SCHEMA_VERSION):
+    if version not in (0, *reads):
         db.close()
-        raise RuntimeError(f"{path}: schema version {version}, this build reads {_SCHEMA_VERSION}")
+        raise RuntimeError(f"{path}: schema version {version}, this build reads {max(reads)}")
     return db
 
 
@@ -38,16 +41,27 @@ class SqliteShardStore:
 
     def __init__(self, path: str | Path, *, sync: str = "normal") -> None:
         self.path = Path(path)
-        self._db = _connect(self.path, sync)
+        self._db = _connect(self.path, sync, reads=(1, _SHARD_SCHEMA_VERSION))
+        if self._db.execute("PRAGMA user_version").fetchone()[0] == 1:
+            self._db.executescript(
+                """
+                BEGIN IMMEDIATE;
+                ALTER TABLE profiles RENAME TO profiles_v1;
+                CREATE TABLE profiles (key TEXT PRIMARY KEY, state BLOB NOT NULL);
+                INSERT INTO profiles (key, state) SELECT key, state FROM profiles_v1;
+                DROP TABLE profiles_v1;
+                COMMIT;
+                """
+            )
         self._db.executescript(
             """
             CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, kind INTEGER NOT NULL,
                                             at REAL NOT NULL, blob BLOB NOT NULL);
-            CREATE TABLE IF NOT EXISTS profiles (key TEXT PRIMARY KEY, state BLOB NOT NULL) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS profiles (key TEXT PRIMARY KEY, state BLOB NOT NULL);
             CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID;
             """
         )
-        self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        self._db.execute(f"PRAGMA user_version={_SHARD_SCHEMA_VERSION}")
         row = self._db.execute("SELECT MAX(seq) FROM log").fetchone()
         snap = self._meta("snapshot_seq")
         self._seq = max(row[0] or 0, int(snap) if snap is not None else 0)
@@ -89,7 +103,12 @@ class SqliteShardStore:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany("INSERT OR REPLACE INTO profiles (key, state) VALUES (?, ?)", upserts)
+            # In place: INSERT OR REPLACE would delete the row and insert it under a new rowid.
+            db.executemany(
+                "INSERT INTO profiles (key, state) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET state = excluded.state",
+                upserts,
+            )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

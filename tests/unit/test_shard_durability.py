@@ -173,3 +173,28 @@ def test_a_snapshot_writes_passivated_profiles_as_they_are_and_recovery_keeps_th
         assert await again.get_profile(KEY) == before
 
     asyncio.run(scenario())
+
+
+def test_a_version_1_shard_database_is_migrated_with_its_profiles(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(
+        """
+        CREATE TABLE log (seq INTEGER PRIMARY KEY, kind INTEGER NOT NULL, at REAL NOT NULL, blob BLOB NOT NULL);
+        CREATE TABLE profiles (key TEXT PRIMARY KEY, state BLOB NOT NULL) WITHOUT ROWID;
+        CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID;
+        INSERT INTO profiles VALUES ('Email:a', x'81a16101');
+        INSERT INTO meta VALUES ('snapshot_seq', '7');
+        PRAGMA user_version=1;
+        """
+    )
+    db.close()
+    store = SqliteShardStore(path)
+    store.write_profiles([("Email:a", b"\x81\xa1a\x02"), ("Email:b", b"\x80")])
+    state = store.load()
+    assert state.snapshot_seq == 7
+    assert sorted(state.profiles) == [("Email:a", b"\x81\xa1a\x02"), ("Email:b", b"\x80")]
+    store.close()
+    assert SqliteShardStore(path).load().profiles  # version 2 opens as it is
