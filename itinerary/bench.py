@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import secrets
 import tempfile
 import time
@@ -30,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from itinerary.aio import run
+from itinerary.benchio import write_report
 from itinerary.config.app import AppConfig
 from itinerary.keys import ensure_local_keys
 from itinerary.traffic import TrafficGenerator
@@ -294,16 +294,7 @@ async def _main(args: argparse.Namespace) -> int:
             f"{durable['pipeline_events_per_s']:,.0f} vs {volatile['pipeline_events_per_s']:,.0f} events/s "
             f"= {durable['pipeline_events_per_s'] / volatile['pipeline_events_per_s']:.2f}"
         )
-    report = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "args": vars(args),
-        "results": results,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    console.print(f"wrote {out}")
+    console.print(f"wrote {write_report(args.out, vars(args), 'results', results)}")
     return 0
 
 
