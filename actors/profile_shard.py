@@ -32,7 +32,7 @@ from itinerary.actors.metrics import ShardMetrics
 from itinerary.actors.names import shard_name
 from itinerary.actors.peers import Peers
 from itinerary.actors.storeio import StoreCalls
-from itinerary.actors.tuning import tune_gc
+from itinerary.actors.tuning import GC_SETTLE_SECONDS, settle_gc, tune_gc
 from itinerary.catalog import Catalog
 from itinerary.clock import SystemClock
 from itinerary.config.app import AppConfig
@@ -47,6 +47,7 @@ from itinerary.store.memory import MemoryShardStore
 log = logging.getLogger(__name__)
 
 HELD_BATCH_TIMEOUT = 30.0
+TIMER_ROUND = 10_000  # timers popped, logged and applied at most per round
 SNAPSHOT_SLICE = 2000  # profiles packed and written per step of a snapshot
 TIMERS = 3  # log entry kind: timers that fell due, as [[due, key, journey, instance, node], ...]
 TimerKey = tuple[str, str, str, str]  # profile key, journey, instance, node
@@ -97,6 +98,7 @@ class ProfileShard:
         self._metrics = ShardMetrics(self.name)
         self._senders: dict[str, Coalescer] = {}
         self._timer_task: asyncio.Task[None] | None = None
+        self._full_timer_round = False
         self._start_timers = start_timers
         storage = app.runtime.storage
         self.store = store if store is not None else open_shard_store(storage, app.runtime.data_dir, self.name)
@@ -385,7 +387,8 @@ class ProfileShard:
 
     async def fire_timers(self, now: float | None = None) -> int:
         """Log and run every timer due by `now`; returns how many moved a journey on."""
-        due = self.timers.pop_due(self.clock() if now is None else now)
+        due = self.timers.pop_due(self.clock() if now is None else now, TIMER_ROUND)
+        self._full_timer_round = len(due) == TIMER_ROUND
         if not due:
             return 0
         blob = _pack([[at, key, journey, instance, node] for at, (key, journey, instance, node) in due])
@@ -476,8 +479,10 @@ class ProfileShard:
 
     async def _timer_loop(self) -> None:
         tick = self.runtime.timer_tick.total_seconds()
+        settled = time.monotonic()
         while True:
-            await asyncio.sleep(tick)
+            # A round that popped a full round of timers may have left due ones behind: go on at once.
+            await asyncio.sleep(0 if self._full_timer_round else tick)
             try:
                 self._expire_held(HELD_BATCH_TIMEOUT)
                 await self.fire_timers()
@@ -488,6 +493,9 @@ class ProfileShard:
                     self._passivating = asyncio.get_running_loop().create_task(self.passivate_idle())
                 self._metrics.batch(0, 0, self._drain_step_deltas())
                 self._metrics.gauges(len(self.profiles), len(self.timers), self.profiles.passivated)
+                if time.monotonic() - settled >= GC_SETTLE_SECONDS:
+                    settled = time.monotonic()
+                    settle_gc()
             except Exception:  # a control loop logs and goes on; it must not die
                 log.exception("%s: timer loop error", self.name)
 
