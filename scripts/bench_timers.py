@@ -185,7 +185,7 @@ def deep_size(obj: Any, seen: set[int] | None = None) -> int:
 async def inspect_sample(shard: ProfileShard) -> dict[str, Any]:
     """Look at a sample of the real heap entries and their profiles, one by one (yielding
     to the loop every few hundred, so that timers falling due meanwhile are not held up)."""
-    heap: list[tuple[float, int, tuple[str, str, str, str]]] = shard.timers._heap
+    heap: list[tuple[Any, ...]] = shard.timers._heap  # flat entries: (due, key, journey, instance, node)
     profiles = shard.profiles
     peek: Callable[[str], dict[str, Any] | None] = getattr(profiles, "peek", profiles.get)
     step = max(1, len(heap) // SAMPLE)
@@ -193,13 +193,13 @@ async def inspect_sample(shard: ProfileShard) -> dict[str, Any]:
     exclusive = shared_due = shared_key = shared_instance = 0
     profile_bytes = instance_bytes = 0
     seen: set[int] = set()  # across the sample: what profiles share (interned names) counts once
-    for index, (due, seq, payload) in enumerate(entries):
+    for index, entry in enumerate(entries):
         if index % 250 == 0:
             await asyncio.sleep(0)
-        key, journey, instance_id, _node = payload
+        due, key, journey, instance_id, _node = entry
         profile = peek(key)
         instance = profile["journeys"].get(journey) if profile else None
-        size = sys.getsizeof((due, seq, payload)) + sys.getsizeof(seq) + sys.getsizeof(payload) + 8  # + list slot
+        size = sys.getsizeof(entry) + 8  # + its list slot
         if instance is not None and instance["due"] is due:
             shared_due += 1
         else:

@@ -1,40 +1,44 @@
-"""The shard's timer queue: a binary heap of (due, sequence, payload), driven by `now`."""
+"""The shard's timer queue: a binary heap of flat (due, *payload) tuples, driven by `now`."""
 
 from __future__ import annotations
 
 import heapq
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-T = TypeVar("T")
+P = TypeVar("P", bound=tuple[Any, ...])
 
 
-class TimerQueue(Generic[T]):
+class TimerQueue(Generic[P]):
     """Holds pending timers; `pop_due(now)` returns those due at or before `now`, in order.
+
+    Each timer is one flat tuple `(due, *payload)`: a million pending timers are a million
+    small tuples (~90 bytes each with the list slot, the strings belong to the profiles),
+    not a tuple holding a sequence number and another tuple (~176 bytes). Timers due at the
+    same instant are ordered by their payload, so a payload's items must compare (strings
+    and numbers do); the order among equal timers does not matter to their owner.
 
     Cancelled timers are not removed (that would cost O(n)); the owner checks on firing
     whether the timer still matters, which is how journey instances ignore stale ones.
     """
 
-    __slots__ = ("_heap", "_seq")
+    __slots__ = ("_heap",)
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, T]] = []
-        self._seq = 0
+        self._heap: list[tuple[Any, ...]] = []
 
-    def push(self, due: float, payload: T) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (due, self._seq, payload))
+    def push(self, due: float, payload: P) -> None:
+        heapq.heappush(self._heap, (due, *payload))
 
-    def pop_due(self, now: float, limit: int = 10_000) -> list[tuple[float, T]]:
-        out: list[tuple[float, T]] = []
+    def pop_due(self, now: float, limit: int = 10_000) -> list[tuple[float, P]]:
+        out: list[tuple[float, P]] = []
         heap = self._heap
         while heap and heap[0][0] <= now and len(out) < limit:
-            due, _, payload = heapq.heappop(heap)
-            out.append((due, payload))
+            entry = heapq.heappop(heap)
+            out.append((entry[0], entry[1:]))  # type: ignore[arg-type]
         return out
 
     def next_due(self) -> float | None:
-        return self._heap[0][0] if self._heap else None
+        return self._heap[0][0] if self._heap else None  # type: ignore[no-any-return]
 
     def __len__(self) -> int:
         return len(self._heap)
