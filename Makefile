@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench up status clean
+.PHONY: demo test lint bench bench-suite up status clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ lint: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python scripts/bench_pipeline.py
+
+bench-suite: $(BIN)/.installed
+	$(BIN)/python scripts/bench_suite.py
 
 up: $(BIN)/.installed
 	ITINERARY_DEMO_TOKEN=$${ITINERARY_DEMO_TOKEN:-demo-token} ITINERARY_INGEST_KEY=$${ITINERARY_INGEST_KEY:-ingest-key} \

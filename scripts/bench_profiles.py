@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     result = run(args.profiles, args.sweep_every)
-    Console().print(table(result))
+    Console(width=120).print(table(result))
     ratio = result["passivated"]["bytes_per_profile"] / result["active"]["bytes_per_profile"]
     print(f"passivated / active memory: {ratio:.2f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,335 @@
+"""The benchmark suite: every figure issue 4 asks for, in one sitting, into docs/benchmarks.md.
+
+Runs, one after the other, each in its own process (so no run inherits another's Ray,
+memory or warm caches):
+
+1. the single-process ceiling and the full pipeline at saturation (scripts/bench_pipeline.py,
+   durable SQLite storage, the demo config's journeys and channels), for 1, 2, 4 and 8
+   shards: events/s, the ratio to 2 x the ceiling (two cores), ingest latency;
+2. latency at 50 % of saturation: `itinerary up` on the demo config, driven by
+   `itinerary load` at half the 2-shard saturation rate: ingest and event-to-delivery
+   percentiles;
+3. throttle accuracy (scripts/bench_throttle.py): configured vs delivered rate per limit;
+4. memory per profile at 1,000,000 profiles, with and without passivation
+   (scripts/bench_profiles.py);
+5. 1,000,000 pending wait timers: memory and firing lateness (scripts/bench_timers.py).
+
+Writes every run's JSON under results/suite/, a summary to results/bench_suite.json, and
+a markdown section (date, machine, commit, the tables) into docs/benchmarks.md between
+the `suite:start` / `suite:end` markers, replacing the previous one.
+Usage: `python scripts/bench_suite.py [--quick]` (`--quick`: small sizes, a few minutes,
+to check the suite itself; its figures are not the ones to publish).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+ITINERARY = str(Path(PY).with_name("itinerary"))
+START, END = "<!-- suite:start -->", "<!-- suite:end -->"
+INGEST_KEY, ADMIN_KEY, DEMO_TOKEN = "suite-ingest-key", "suite-admin-key", "suite-demo-token"
+
+
+def _run(args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    """Run one benchmark to completion, its output to `log`; fail loudly with its tail."""
+    print(f"  $ {' '.join(Path(a).name if a in (PY, ITINERARY) else a for a in args)}", flush=True)
+    with log.open("w") as out:
+        done = subprocess.run(args, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env, check=False)
+    if done.returncode != 0:
+        tail = log.read_text()[-3000:]
+        raise SystemExit(f"{args[1]} failed ({done.returncode}); the end of {log}:\n{tail}")
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+def pipeline(out: Path, shards: list[int], events: int, profiles: int) -> dict[int, dict[str, Any]]:
+    results = {}
+    for n in shards:
+        path = out / f"pipeline_{n}_shards.json"
+        _run(
+            [PY, "scripts/bench_pipeline.py", "--events", str(events), "--profiles", str(profiles), "--rounds", "1",
+             "--shards", str(n), "--storage", "sqlite", "--out", str(path)],
+            out / f"pipeline_{n}_shards.log",
+        )  # fmt: skip
+        [round_] = _json(path)["results"]["sqlite"]["rounds"]
+        ceiling = round_["single_process"]["events_per_s"]
+        run = round_["pipeline"]
+        results[n] = {
+            "ceiling": ceiling,
+            "pipeline": run["events_per_s"],
+            "ratio_to_2x_ceiling": run["events_per_s"] / (2 * ceiling),
+            "latency_ms": run["latency_ms"],
+            "errors": run["errors"] + run["429"],
+        }
+    return results
+
+
+def _wait_healthy(url: str, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise SystemExit(f"{url} did not become healthy")
+
+
+def latency_at(out: Path, rate: int, duration: int) -> dict[str, Any]:
+    """`itinerary up` (demo config, fresh data dir) driven by `itinerary load` at `rate`."""
+    data = tempfile.mkdtemp(prefix="itinerary-suite-")
+    env = {
+        **os.environ,
+        "ITINERARY_INGEST_KEY": INGEST_KEY,
+        "ITINERARY_ADMIN_KEY": ADMIN_KEY,
+        "ITINERARY_DEMO_TOKEN": DEMO_TOKEN,
+        "ITINERARY__RUNTIME__DATA_DIR": data,
+    }
+    log = (out / "up.log").open("w")
+    up = subprocess.Popen(
+        [ITINERARY, "up", "--config", "config/examples/demo.yaml"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        _wait_healthy("http://127.0.0.1:8080", time.monotonic() + 180)
+        path = out / "load.json"
+        _run(
+            [ITINERARY, "load", "--rate", str(rate), "--duration", str(duration), "--no-progress",
+             "--out", str(path), "--chart", str(out / "load.png")],
+            out / "load.log",
+            env=env,
+        )  # fmt: skip
+        report = _json(path)
+    finally:
+        os.killpg(up.pid, signal.SIGINT)  # Ctrl-C: `itinerary up` shuts Ray down cleanly
+        try:
+            up.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.pid, signal.SIGKILL)
+        log.close()
+    delivery = report["delivery"]
+    return {
+        "rate": rate,
+        "achieved": report["rates"]["achieved"],
+        "events": report["events"],
+        "ingest_ms": report["ingest_latency_ms"],
+        "delivery_ms": delivery.get("latency_ms", {}),
+        "delivered": delivery.get("total", 0),
+        "duplicates": delivery.get("duplicates", 0),
+    }
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        head = commit.stdout.strip() or "unknown"
+    except OSError:
+        head = "unknown"
+    import ray
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "ray": ray.__version__,
+        "platform": platform.platform(),
+        "commit": head,
+    }
+
+
+def _ms(p: dict[str, Any], key: str) -> str:
+    value = p.get(key)
+    return "—" if value is None else f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    m = summary["machine"]
+    lines = [
+        START,
+        f"### {summary['date']}: the benchmark suite (`python scripts/bench_suite.py{summary['flags']}`)",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}, Ray {m['ray']}; "
+        f"commit {m['commit']}. Load generator, receivers and every actor share the machine. "
+        f"The suite took {summary['minutes']:.0f} minutes; each figure comes from this one sitting.",
+        "",
+        "**Ceiling and saturation** (durable SQLite shards, demo journeys and channels, "
+        f"{summary['sizes']['events']:,} events over {summary['sizes']['profiles']:,} profiles, HTTP batches of 500):",
+        "",
+        "| shards | single-process ceiling ev/s | pipeline ev/s | ratio to 2 x ceiling | ingest p50 / p99 ms |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for n, r in summary["pipeline"].items():
+        lat = r["latency_ms"]
+        lines.append(
+            f"| {n} | {r['ceiling']:,.0f} | **{r['pipeline']:,.0f}** | {r['ratio_to_2x_ceiling']:.2f} "
+            f"| {_ms(lat, 'p50')} / {_ms(lat, 'p99')} |"
+        )
+    lat = summary["latency"]
+    lines += [
+        "",
+        f"**Latency at 50 % of saturation**: `itinerary load --rate {lat['rate']:,}` against `itinerary up` "
+        f"(demo config): achieved {lat['achieved']:,.0f} events/s, {lat['delivered']:,} messages delivered, "
+        f"{lat['duplicates']} duplicates.",
+        "",
+        "| latency | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, key in (("ingest (from scheduled send)", "ingest_ms"), ("event to delivery", "delivery_ms")):
+        p = lat[key]
+        lines.append(f"| {name} | " + " | ".join(_ms(p, k) for k in ("p50", "p90", "p99", "p99.9", "max")) + " |")
+    lines += ["", *throttle_markdown(summary["throttle"]), "", *profiles_markdown(summary["profiles"])]
+    lines += ["", *timers_markdown(summary["timers"]), "", END]
+    return "\n".join(lines) + "\n"
+
+
+def throttle_markdown(result: dict[str, Any]) -> list[str]:
+    lines = [
+        "**Throttle accuracy** (scripts/bench_throttle.py: a gateway saturated with messages, real HTTP "
+        f"receiver, {result['window_s']:g} s measuring window after {result['warmup_s']:g} s, limiter burst "
+        f"{result['burst']}, outbox {result['storage']}):",
+        "",
+        "| limit /s | delivered /s | error % | slowest 1-s rate | fastest 1-s rate |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for row in result["results"]:
+        lines.append(
+            f"| {row['limit_per_s']:,} | {row['delivered_per_s']:,.1f} | {row['error_pct']:+.2f} "
+            f"| {row['min_1s']:,} | {row['max_1s']:,} |"
+        )
+    return lines
+
+
+def profiles_markdown(result: dict[str, Any]) -> list[str]:
+    lines = [
+        f"**Memory per profile** (scripts/bench_profiles.py: {result['profiles']:,} profiles through "
+        "storefront sessions into one shard; RSS growth of a fresh process):",
+        "",
+        "| profiles kept | RSS growth | bytes per profile | packed profile bytes |",
+        "|---|---:|---:|---:|",
+    ]
+    for mode, label in (("active", "all as dicts"), ("passivated", "idle ones passivated")):
+        r = result[mode]
+        lines.append(
+            f"| {label} | {r['rss_growth_bytes'] / 2**30:.2f} GiB | {r['bytes_per_profile']:,.0f} "
+            f"| {r['packed_bytes_mean']:,.0f} |"
+        )
+    return lines
+
+
+def timers_markdown(report: dict[str, Any]) -> list[str]:
+    result = report["result"]
+    late = result["firing"]["lateness"]
+    memory = result["memory"]
+    overlap = result["firing"]["overlapped_feeding"]
+    return [
+        f"**Pending wait timers** (scripts/bench_timers.py: {result['profiles']:,} profiles each waiting "
+        f"{result['wait_s']:g} s{', timers firing while profiles were still fed' if overlap else ''}): "
+        f"{memory['heap']['traced_bytes_per_timer']:,.0f} bytes per pending timer in the queue, "
+        f"{memory['bytes_per_profile_and_timer']:,.0f} bytes per profile with its waiting instance and timer; "
+        f"lateness p50 {late['p50_ms']:,.1f} ms, p99 {late['p99_ms']:,.1f} ms, p99.9 {late['p99.9_ms']:,.1f} ms, "
+        f"max {late['max_ms']:,.1f} ms; {late['within_1s'] * 100:.2f} % fired within 1 s of their due time.",
+    ]
+
+
+def write_docs(section: str) -> Path:
+    path = REPO / "docs/benchmarks.md"
+    text = path.read_text()
+    if START in text and END in text:
+        before, rest = text.split(START, 1)
+        after = rest.split(END, 1)[1].lstrip("\n")
+        text = before + section + "\n" + after
+    else:
+        marker = "## Results (latest first)\n"
+        head, tail = text.split(marker, 1) if marker in text else (text, "")
+        text = head + marker + "\n" + section + "\n" + tail.lstrip("\n")
+    path.write_text(text)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks the suite, not for publishing")
+    parser.add_argument("--no-docs", action="store_true", help="do not touch docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    sizes = {
+        "events": 30_000 if quick else 120_000,
+        "profiles": 5_000 if quick else 20_000,
+        "shards": [1, 2] if quick else [1, 2, 4, 8],
+        "load_seconds": 10 if quick else 30,
+        "memory_profiles": 20_000 if quick else 1_000_000,
+        "timer_profiles": 20_000 if quick else 1_000_000,
+        "timer_wait_s": 5 if quick else 60,
+        "throttle_window": 3 if quick else 10,
+    }
+    out = REPO / "results/suite"
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    summary: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "flags": " --quick" if quick else "",
+        "machine": machine(),
+        "sizes": sizes,
+    }
+    print("1/5 ceiling and saturation, by shard count", flush=True)
+    summary["pipeline"] = pipeline(out, sizes["shards"], sizes["events"], sizes["profiles"])
+    saturation = summary["pipeline"][2]["pipeline"]
+    print(f"2/5 latency at 50 % of the 2-shard saturation ({saturation:,.0f} events/s)", flush=True)
+    summary["latency"] = latency_at(out, max(100, int(round(saturation / 2, -2))), sizes["load_seconds"])
+    print("3/5 throttle accuracy", flush=True)
+    path = out / "throttle.json"
+    _run([PY, "scripts/bench_throttle.py", "--window", str(sizes["throttle_window"]), "--out", str(path)],
+         out / "throttle.log")  # fmt: skip
+    summary["throttle"] = _json(path)
+    print("4/5 memory per profile", flush=True)
+    path = out / "profiles.json"
+    _run([PY, "scripts/bench_profiles.py", "--profiles", str(sizes["memory_profiles"]), "--out", str(path)],
+         out / "profiles.log")  # fmt: skip
+    summary["profiles"] = _json(path)
+    print("5/5 pending timers", flush=True)
+    path = out / "timers.json"
+    _run([PY, "scripts/bench_timers.py", "--profiles", str(sizes["timer_profiles"]),
+          "--wait", str(sizes["timer_wait_s"]), "--out", str(path)], out / "timers.log")  # fmt: skip
+    summary["timers"] = _json(path)
+    summary["minutes"] = (time.monotonic() - started) / 60
+    (REPO / "results/bench_suite.json").write_text(json.dumps(summary, indent=2, default=str))
+    section = markdown(summary)
+    print(section)
+    if not args.no_docs:
+        print(f"wrote {write_docs(section)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
