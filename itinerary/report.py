@@ -21,8 +21,10 @@ def journey_counts(status: dict[str, Any]) -> dict[str, Counter[tuple[str, str]]
 # (column heading, key in the status record); the first column is the record's name.
 SHARD_COLUMNS = (
     ("profiles", "profiles"),
+    ("passivated", "profiles_passivated"),
     ("active instances", "active_total"),
     ("pending timers", "pending_timers"),
+    ("timer p99 ms", "timer_p99_ms"),
     ("events applied", "events_applied"),
     ("duplicates", "duplicates"),
     ("decisions", "decisions"),
@@ -65,6 +67,7 @@ def render_status(status: dict[str, Any], console: Console | None = None) -> Non
             active_total=sum(s["active_instances"].values()),
             snapshots=s.get("storage", {}).get("snapshots", ""),
             recovery_s=s.get("recovery", {}).get("seconds", ""),
+            timer_p99_ms=s.get("timer_lateness_ms", {}).get("p99", ""),
         )
         if "error" not in s
         else s

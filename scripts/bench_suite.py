@@ -138,6 +138,8 @@ def latency_at(out: Path, rate: int, duration: int) -> dict[str, Any]:
         "delivery_ms": delivery.get("latency_ms", {}),
         "delivered": delivery.get("total", 0),
         "duplicates": delivery.get("duplicates", 0),
+        "delivery_by_channel_ms": delivery.get("channels", {}),
+        "gateways": report.get("gateways") or {},
     }
 
 
@@ -205,12 +207,23 @@ def markdown(summary: dict[str, Any]) -> str:
         "| latency | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name, key in (("ingest (from scheduled send)", "ingest_ms"), ("event to delivery", "delivery_ms")):
-        p = lat[key]
+    rows = [("ingest (from scheduled send)", lat["ingest_ms"]), ("event to delivery, all channels", lat["delivery_ms"])]
+    for channel, p in sorted(lat.get("delivery_by_channel_ms", {}).items()):
+        limit = _limit(lat.get("gateways", {}).get(channel))
+        rows.append((f"event to delivery, {channel}{limit}", p))
+    for name, p in rows:
         lines.append(f"| {name} | " + " | ".join(_ms(p, k) for k in ("p50", "p90", "p99", "p99.9", "max")) + " |")
     lines += ["", *throttle_markdown(summary["throttle"]), "", *profiles_markdown(summary["profiles"])]
     lines += ["", *timers_markdown(summary["timers"]), "", END]
     return "\n".join(lines) + "\n"
+
+
+def _limit(gateway: dict[str, Any] | None) -> str:
+    if not gateway or not gateway.get("limit"):
+        return ""
+    full = gateway.get("queue_full") or 0
+    over = f"; over its limit, {full:,} refused with a full queue" if full else ""
+    return f" (limit {gateway['limit']}{over})"
 
 
 def throttle_markdown(result: dict[str, Any]) -> list[str]:
@@ -281,7 +294,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the suite, not for publishing")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/benchmarks.md")
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite the markdown from results/bench_suite.json (no runs)"
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        section = markdown(json.loads((REPO / "results/bench_suite.json").read_text()))
+        print(section)
+        if not args.no_docs:
+            print(f"wrote {write_docs(section)}")
+        return 0
     quick = args.quick
     sizes = {
         "events": 30_000 if quick else 120_000,

@@ -1,0 +1,34 @@
+"""`itinerary status` tables: the shard table shows passivation and timer lateness."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from itinerary.report import render_status
+
+
+def test_shard_rows_show_passivated_profiles_and_timer_lateness() -> None:
+    shard = {
+        "name": "profile-shard-00",
+        "profiles": 1200,
+        "profiles_passivated": 900,
+        "active_instances": {"welcome": 3, "cart": 4},
+        "pending_timers": 7,
+        "timer_lateness_ms": {"count": 50, "p50": 12.5, "p99": 31.0, "p99.9": 40.0, "max": 41.0},
+        "events_applied": 5000,
+        "duplicates": 2,
+        "decisions": 800,
+        "sends": 90,
+        "storage": {"snapshots": 3},
+        "recovery": {"seconds": 0.4},
+        "steps": [],
+    }
+    console = Console(record=True, width=250)
+    render_status({"shards": [shard, {"name": "profile-shard-01", "error": "unreachable"}]}, console)
+    text = console.export_text()
+    header = next(line for line in text.splitlines() if "passivated" in line)
+    row = next(line for line in text.splitlines() if "profile-shard-00" in line)
+    assert "timer p99 ms" in header
+    cells = [cell.strip() for cell in row.split("│") if cell.strip()]
+    assert cells[:6] == ["profile-shard-00", "1200", "900", "7", "7", "31.0"]
+    assert "unreachable" in text
