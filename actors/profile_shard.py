@@ -121,6 +121,11 @@ class ProfileShard:
         self._passivate_after = after.total_seconds() if after else None
         self._last_sweep = time.monotonic()
         self._passivating: asyncio.Task[int] | None = None
+        # Idle profiles without instances are dropped once the store has them (see
+        # passivate_idle); from then on, keys missing from memory are looked up in the store.
+        self._evict = self._durable and app.runtime.profile.evict_to_store
+        self._reloads = 0
+        self._evictions_at_compaction = 0
         self.recovery: dict[str, Any] = {}
         self._recover()
 
@@ -182,8 +187,13 @@ class ProfileShard:
                 group, self._log_queue = self._log_queue, []
                 at = self.clock()
                 entries = [(kind, at, blob) for kind, blob, _ in group]
+                missing = self._missing_keys(group) if self.profiles.evictions else []
                 try:
-                    last = await self._io(self.store.append, entries)
+                    if missing:
+                        last, found = await self._io(self._append_and_load, entries, missing)
+                        self._reload(found)
+                    else:
+                        last = await self._io(self.store.append, entries)
                 except Exception as exc:
                     log.error("%s: write-ahead log append failed: %s", self.name, exc)
                     for kind, blob, future in group:
@@ -208,6 +218,26 @@ class ProfileShard:
                     self._log_bytes += len(blob)
         finally:
             self._writer = None
+
+    def _missing_keys(self, group: list[tuple[int, bytes, asyncio.Future[Any]]]) -> list[str]:
+        """Keys of the group's events that are not in memory: new profiles, or evicted ones."""
+        profiles = self.profiles
+        missing: set[str] = set()
+        for kind, blob, _ in group:
+            if kind == EVENTS:
+                records = msgpack.unpackb(msgpack.unpackb(blob, raw=False)[2], raw=False)
+                missing.update(record[0] for record in records if record[0] not in profiles)
+        return list(missing)
+
+    def _append_and_load(self, entries: list[tuple[int, float, bytes]], keys: list[str]) -> tuple[int, Any]:
+        """On the I/O thread: log the group, then read back the evicted profiles it needs."""
+        return self.store.append(entries), self.store.load_profiles(keys)
+
+    def _reload(self, rows: list[tuple[str, bytes]]) -> None:
+        for key, blob in rows:
+            if key not in self.profiles:
+                self.profiles.add_passivated(key, blob, ())  # no instances: it was evicted
+                self._reloads += 1
 
     def _apply_entry(self, kind: int, blob: bytes, at: float) -> Any:
         if kind == EVENTS:
@@ -245,6 +275,8 @@ class ProfileShard:
             self._log_bytes += len(blob)
         self.timers = TimerQueue()
         for key, profile in self.profiles.recount():
+            if self._evict and not profile["journeys"]:
+                self.profiles.evict_when_written(key)
             for instance in profile["journeys"].values():
                 if instance.get("due") is not None:
                     self.timers.push(instance["due"], (key, instance["j"], instance["id"], instance["n"]))
@@ -525,9 +557,28 @@ class ProfileShard:
         keys = self.profiles.idle_keys()
         packed = 0
         for start in range(0, len(keys), SNAPSHOT_SLICE):
-            packed += self.profiles.passivate(keys[start : start + SNAPSHOT_SLICE])
+            evictable = self._evictable if self._may_evict_now() else None
+            packed += self.profiles.passivate(keys[start : start + SNAPSHOT_SLICE], evictable)
             await asyncio.sleep(0)
+        if self._may_evict_now():
+            packed += self.profiles.evict_later(self._evictable)
+        # An evicted profile held no instance, so its timers are stale; once they are a
+        # quarter of the queue, drop them rather than keep them (and their keys) until due.
+        evicted = self.profiles.evictions - self._evictions_at_compaction
+        if evicted * 2 > len(self.timers) // 4:  # about two timers per profile left stale
+            profiles = self.profiles
+            self.timers.compact(lambda entry: entry[1] in profiles)
+            self._evictions_at_compaction = self.profiles.evictions
         return packed
+
+    def _may_evict_now(self) -> bool:
+        # Not while a snapshot is writing (a profile it has not written yet is no longer
+        # in _dirty) nor while a log group is in flight (its missing keys were looked up
+        # before its write; a profile evicted since would be applied as a new one).
+        return self._evict and not self._snapshotting and self._writer is None
+
+    def _evictable(self, key: str) -> bool:
+        return key not in self._dirty
 
     def _expire_held(self, max_age: float) -> None:
         """A batch whose predecessor never came (its sender failed) is refused, not kept."""
@@ -557,6 +608,9 @@ class ProfileShard:
 
     async def get_profile(self, key: str) -> dict[str, Any] | None:
         profile = self.profiles.peek(key)
+        if profile is None and self.profiles.evictions:
+            rows = await self._io(self.store.load_profiles, [key])
+            profile = msgpack.unpackb(rows[0][1], raw=False) if rows else None
         if profile is None:
             return None
         return {
@@ -613,6 +667,8 @@ class ProfileShard:
                 "passivated": self.profiles.passivated,
                 "activations": self.profiles.activations,
                 "passivations": self.profiles.passivations,
+                "evictions": self.profiles.evictions,
+                "reloads": self._reloads,
             },
             "recovery": self.recovery,
             "steps": [[j, n, k, c] for (j, n, k), c in sorted(self.steps.items())],

@@ -67,6 +67,11 @@ class ProfileSettings(Frozen):
         description="a profile untouched for this long (up to twice as long) is kept packed, "
         "about a third of the memory, until its next input; null keeps every profile unpacked",
     )
+    evict_to_store: bool = Field(
+        True,
+        description="with a durable store, a passivated profile holding no journey instance is dropped from "
+        "memory once a snapshot has written it, and read back on its next event",
+    )
 
 
 class StorageSettings(Frozen):

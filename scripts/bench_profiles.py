@@ -9,7 +9,11 @@ happens in a fresh process so that its RSS is its own:
 - `active`: passivation off, every profile stays a dict;
 - `passivated`: the shard's passivation sweep runs every `--sweep-every` events, as its
   timer loop would every `passivate_after`, so profiles whose session ended are packed
-  while new ones arrive (memory freed by packing is reused, as in a running shard).
+  while new ones arrive (memory freed by packing is reused, as in a running shard);
+- `evicted`: the same on a SQLite store (temp dir) with a snapshot before each sweep,
+  so idle profiles without journey instances are written and then dropped from memory
+  (`evict_to_store`): what stays resident is the active profiles and those still in a
+  journey. RSS is sampled at every sweep, to show it stays flat as profiles grow.
 
 Prints a table (RSS growth per profile, packed size, feed rate, time to wake a profile)
 and writes JSON (`results/bench_profiles.json` or `--out`).
@@ -23,8 +27,10 @@ import asyncio
 import gc
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from itertools import islice
 from pathlib import Path
@@ -37,7 +43,23 @@ from rich.console import Console
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
+MODES = ("active", "passivated", "evicted")
 CHUNK = 1000  # events validated, routed and applied together, as one ingress batch
+
+
+class AnsweringGateway:
+    """Stands in for a channel's gateway in this memory benchmark: answers every send
+    "sent" at once, so journeys run to their end as they do with real channels (the
+    messages themselves are not what is measured here)."""
+
+    def __init__(self, shard: Any) -> None:
+        self.shard = shard
+
+    async def submit(self, requests: list[dict[str, Any]]) -> None:
+        from itinerary.engine.messages import outcome_for
+
+        now = time.time()
+        await self.shard.deliver_outcomes(msgpack.packb([outcome_for(r, "sent", at=now) for r in requests]))
 
 
 def _rss() -> int:
@@ -45,7 +67,7 @@ def _rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-async def _feed(profiles: int, passivate: bool, sweep_every: int) -> dict[str, Any]:
+async def _feed(profiles: int, mode: str, sweep_every: int) -> dict[str, Any]:
     from itinerary.actors.peers import LocalPeers
     from itinerary.actors.profile_shard import ProfileShard
     from itinerary.catalog import Catalog
@@ -55,17 +77,24 @@ async def _feed(profiles: int, passivate: bool, sweep_every: int) -> dict[str, A
     from itinerary.keys import ensure_local_keys
     from itinerary.router import EventRouter
     from itinerary.store.memory import MemoryShardStore
+    from itinerary.store.sqlite import SqliteShardStore
     from itinerary.traffic import TrafficGenerator
 
     os.environ["ITINERARY__RUNTIME__SHARDS"] = "1"
     os.environ.setdefault("ITINERARY_DEMO_TOKEN", "bench")
     ensure_local_keys()
     app = load_config(REPO / "config/examples/demo.yaml")
-    shard = ProfileShard(0, app, peers=LocalPeers(), start_timers=False, store=MemoryShardStore())
+    passivate = mode != "active"
+    workdir = tempfile.mkdtemp(prefix="itinerary-bench-profiles-")
+    store = SqliteShardStore(Path(workdir) / "shard.db") if mode == "evicted" else MemoryShardStore()
+    peers = LocalPeers()
+    shard = ProfileShard(0, app, peers=peers, start_timers=False, store=store)
+    peers.gateways.update({name: AnsweringGateway(shard) for name in app.channels})
     router = EventRouter(Catalog.build(app), RoutingTable(app.runtime.partitions, 1))
     events = TrafficGenerator(profiles=profiles, seed=7).scenario(time.time())
     baseline = _rss()
     applied = sweeps = 0
+    curve: list[tuple[int, int]] = []  # (profiles so far, RSS growth) at each sweep
     sweep_seconds = 0.0
     feed_started = time.perf_counter()
     chunk: list[dict[str, Any]] = []
@@ -76,17 +105,23 @@ async def _feed(profiles: int, passivate: bool, sweep_every: int) -> dict[str, A
             continue
         applied += _apply(shard, router, validate_events, chunk)
         chunk = []
-        await shard.flush_sends()  # sends leave the shard (to no gateway here), as in the pipeline
+        await shard.drain_sends()  # sends leave the shard and their outcomes come back
         if passivate and applied >= next_sweep:
             next_sweep += sweep_every
             t0 = time.perf_counter()
+            if mode == "evicted":
+                await shard.snapshot()
             await shard.passivate_idle()
             sweep_seconds += time.perf_counter() - t0
             sweeps += 1
+            seen = len(shard.profiles) + shard.profiles.evictions - shard._reloads
+            curve.append((seen, _rss() - baseline))
     if chunk:
         applied += _apply(shard, router, validate_events, chunk)
     if passivate:  # the profiles of the last period go idle too
         for _ in range(2):
+            if mode == "evicted":
+                await shard.snapshot()
             await shard.passivate_idle()
     feed_seconds = time.perf_counter() - feed_started
     grown = _rss() - baseline
@@ -98,14 +133,19 @@ async def _feed(profiles: int, passivate: bool, sweep_every: int) -> dict[str, A
         t0 = time.perf_counter()
         for key in keys:
             table.get(key)
-        wake_us = (time.perf_counter() - t0) / len(keys) * 1e6
+        wake_us = (time.perf_counter() - t0) / max(1, len(keys)) * 1e6
+    total = len(table) + table.evictions - shard._reloads
+    shutil.rmtree(workdir, ignore_errors=True)
     return {
-        "profiles": len(table),
+        "profiles": total,
+        "resident": len(table),
+        "evicted": table.evictions,
         "events": applied,
         "passivated": table.passivated,
         "rss_growth_bytes": grown,
-        "bytes_per_profile": grown / len(table),
-        "packed_bytes_mean": mean(packed_sizes),
+        "bytes_per_profile": grown / total,
+        "rss_curve": curve[:: max(1, len(curve) // 20)],
+        "packed_bytes_mean": mean(packed_sizes) if packed_sizes else 0.0,
         "feed_seconds": feed_seconds,
         "events_per_s": applied / feed_seconds,
         "sweeps": sweeps,
@@ -121,10 +161,10 @@ def _apply(shard: Any, router: Any, validate_events: Any, chunk: list[dict[str, 
     return sum(shard._apply_records(msgpack.packb(r, use_bin_type=True), now) for r in per_shard.values())
 
 
-def run(profiles: int = 1_000_000, sweep_every: int = 50_000) -> dict[str, Any]:
-    """Both runs, each in a fresh process; returns {"active": {...}, "passivated": {...}}."""
+def run(profiles: int = 1_000_000, sweep_every: int = 50_000, modes: tuple[str, ...] = MODES) -> dict[str, Any]:
+    """The runs, each in a fresh process; returns {"active": {...}, "passivated": {...}, ...}."""
     out: dict[str, Any] = {"profiles": profiles, "sweep_every": sweep_every}
-    for mode in ("active", "passivated"):
+    for mode in modes:
         child = subprocess.run(
             [sys.executable, __file__, "--child", mode, "--profiles", str(profiles), "--sweep-every", str(sweep_every)],
             check=True,
@@ -141,17 +181,17 @@ def table(result: dict[str, Any]) -> Table:
     for column in ("run", "profiles", "passivated", "RSS growth", "bytes/profile", "packed bytes", "events/s"):
         t.add_column(column, justify="right")
     t.add_column("wake µs", justify="right")
-    for mode in ("active", "passivated"):
+    for mode in (m for m in MODES if m in result):
         r = result[mode]
         t.add_row(
             mode,
             f"{r['profiles']:,}",
-            f"{r['passivated']:,}",
+            f"{r['passivated']:,} + {r['evicted']:,} evicted",
             f"{r['rss_growth_bytes'] / 2**20:,.0f} MiB",
             f"{r['bytes_per_profile']:,.0f}",
             f"{r['packed_bytes_mean']:,.0f}",
             f"{r['events_per_s']:,.0f}",
-            f"{r['wake_us']:.1f}" if mode == "passivated" else "",
+            f"{r['wake_us']:.1f}" if mode != "active" else "",
         )
     return t
 
@@ -161,16 +201,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profiles", type=int, default=1_000_000)
     parser.add_argument("--sweep-every", type=int, default=50_000, help="events between passivation sweeps")
     parser.add_argument("--out", default=str(REPO / "results/bench_profiles.json"))
-    parser.add_argument("--child", choices=("active", "passivated"), help=argparse.SUPPRESS)
+    parser.add_argument("--modes", default=",".join(MODES), help="which runs, comma-separated")
+    parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        result = asyncio.run(_feed(args.profiles, args.child == "passivated", args.sweep_every))
+        result = asyncio.run(_feed(args.profiles, args.child, args.sweep_every))
         print(json.dumps(result))
         return 0
-    result = run(args.profiles, args.sweep_every)
+    result = run(args.profiles, args.sweep_every, tuple(args.modes.split(",")))
     Console(width=120).print(table(result))
-    ratio = result["passivated"]["bytes_per_profile"] / result["active"]["bytes_per_profile"]
-    print(f"passivated / active memory: {ratio:.2f}")
+    if "passivated" in result and "active" in result:
+        ratio = result["passivated"]["bytes_per_profile"] / result["active"]["bytes_per_profile"]
+        print(f"passivated / active memory: {ratio:.2f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

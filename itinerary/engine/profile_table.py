@@ -16,7 +16,7 @@ instances the passivated profiles hold is kept as a count, so status never unpac
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgpack
@@ -35,15 +35,26 @@ def unpack_profile(blob: bytes) -> Profile:
 class ProfileTable:
     """Profiles by key: active ones as dicts, passivated ones as packed bytes."""
 
-    __slots__ = ("_active", "_map", "_passivated_instances", "_touched", "activations", "passivations")
+    __slots__ = (
+        "_active",
+        "_later",
+        "_map",
+        "_passivated_instances",
+        "_touched",
+        "activations",
+        "evictions",
+        "passivations",
+    )
 
     def __init__(self) -> None:
         self._map: dict[str, Profile | bytes] = {}
         self._active: set[str] = set()  # keys held as dicts
         self._touched: set[str] = set()  # keys read or written since the last idle_keys()
         self._passivated_instances: Counter[str] = Counter()  # journey id -> instances packed
+        self._later: set[str] = set()  # packed without instances, evictable once written
         self.activations = 0
         self.passivations = 0
+        self.evictions = 0
 
     def __len__(self) -> int:
         return len(self._map)
@@ -147,17 +158,50 @@ class ProfileTable:
         self._touched = set()
         return list(idle)
 
-    def passivate(self, keys: Iterable[str]) -> int:
-        """Pack those of `keys` still active and not touched since `idle_keys()` returned them."""
+    def passivate(self, keys: Iterable[str], evictable: Callable[[str], bool] | None = None) -> int:
+        """Pack those of `keys` still active and not touched since `idle_keys()` returned them.
+
+        With `evictable`, a profile that holds no journey instance and for which
+        `evictable(key)` is true (its latest state is in the store) is dropped instead: no
+        timer or outcome can need it, and its next event loads it back from the store. One
+        with no instance that is not evictable yet is packed and tried again by
+        `evict_later`. Returns how many were packed or dropped.
+        """
         packed = 0
         touched = self._touched
         for key in keys:
             if key in touched or key not in self._active:
                 continue
             profile: Profile = self._map[key]  # type: ignore[assignment]
+            if evictable is not None and not profile["journeys"]:
+                if evictable(key):
+                    del self._map[key]
+                    self._active.discard(key)
+                    self.evictions += 1
+                    packed += 1
+                    continue
+                self._later.add(key)
             self._map[key] = pack_profile(profile)
             self._active.discard(key)
             self._passivated_instances.update(profile["journeys"].keys())
             packed += 1
         self.passivations += packed
         return packed
+
+    def evict_when_written(self, key: str) -> None:
+        """Mark a packed profile without instances (loaded by recovery) for `evict_later`."""
+        self._later.add(key)
+
+    def evict_later(self, evictable: Callable[[str], bool]) -> int:
+        """Drop the packed profiles without instances that `passivate` could not drop yet
+        and that are now `evictable`; returns how many."""
+        dropped = 0
+        for key in list(self._later):
+            if key not in self._map or key in self._active:  # re-activated: a sweep decides again
+                self._later.discard(key)
+            elif evictable(key):
+                del self._map[key]
+                self._later.discard(key)
+                dropped += 1
+        self.evictions += dropped
+        return dropped

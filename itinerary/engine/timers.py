@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 P = TypeVar("P", bound=tuple[Any, ...])
@@ -36,6 +37,15 @@ class TimerQueue(Generic[P]):
             entry = heapq.heappop(heap)
             out.append((entry[0], entry[1:]))  # type: ignore[arg-type]
         return out
+
+    def compact(self, keep: Callable[[tuple[Any, ...]], bool]) -> int:
+        """Drop the timers whose entry `keep` rejects (entry = (due, *payload)); returns
+        how many were dropped. O(n): for an owner that knows many timers went stale at
+        once, e.g. those of profiles it no longer holds."""
+        before = len(self._heap)
+        self._heap = [entry for entry in self._heap if keep(entry)]
+        heapq.heapify(self._heap)
+        return before - len(self._heap)
 
     def next_due(self) -> float | None:
         return self._heap[0][0] if self._heap else None  # type: ignore[no-any-return]

@@ -47,6 +47,11 @@ class ShardStore(Protocol):
         for long; rows may be newer than the snapshot's point (see ProfileShard.snapshot)."""
         ...
 
+    def load_profiles(self, keys: list[str]) -> list[tuple[str, bytes]]:
+        """The snapshot rows of those `keys` that have one: profiles a shard evicted and
+        needs again (keys without a row are simply absent from the answer)."""
+        ...
+
     def mark_snapshot(self, upto_seq: int, meta: bytes) -> None:
         """Complete a snapshot: record `meta` as of log entry `upto_seq` and drop the log up
         to it, atomically (after a crash the old point and its log tail are still there)."""

@@ -28,6 +28,9 @@ class MemoryShardStore:
     def write_profiles(self, upserts: list[tuple[str, bytes]]) -> None:
         pass
 
+    def load_profiles(self, keys: list[str]) -> list[tuple[str, bytes]]:
+        return []  # nothing kept, so a shard on this store never evicts
+
     def mark_snapshot(self, upto_seq: int, meta: bytes) -> None:
         pass
 

@@ -73,6 +73,14 @@ class RedisShardStore:
             pipe.hset(self._profiles, mapping=dict(chunk))
         pipe.execute()
 
+    def load_profiles(self, keys: list[str]) -> list[tuple[str, bytes]]:
+        found: list[tuple[str, bytes]] = []
+        for chunk in _chunks(keys):
+            found.extend(
+                (k, v) for k, v in zip(chunk, self._db.hmget(self._profiles, chunk), strict=True) if v is not None
+            )
+        return found
+
     def mark_snapshot(self, upto_seq: int, meta: bytes) -> None:
         pipe = self._db.pipeline(transaction=True)
         pipe.hset(self._meta, mapping={"shard": meta, "snapshot_seq": upto_seq})

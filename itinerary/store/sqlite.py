@@ -114,6 +114,14 @@ class SqliteShardStore:
             db.execute("ROLLBACK")
             raise
 
+    def load_profiles(self, keys: list[str]) -> list[tuple[str, bytes]]:
+        found: list[tuple[str, bytes]] = []
+        for start in range(0, len(keys), _IN_SLICE):
+            chunk = keys[start : start + _IN_SLICE]
+            marks = ",".join("?" * len(chunk))
+            found.extend(self._db.execute(f"SELECT key, state FROM profiles WHERE key IN ({marks})", chunk))
+        return found
+
     def mark_snapshot(self, upto_seq: int, meta: bytes) -> None:
         db = self._db
         db.execute("BEGIN IMMEDIATE")

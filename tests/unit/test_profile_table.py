@@ -83,3 +83,17 @@ def test_replacing_a_passivated_profile_drops_its_counts() -> None:
     table.add("a", profile("a"))
     assert table.instance_counts() == {}
     assert (table.active, table.passivated) == (1, 0)
+
+
+def test_evictable_profiles_without_instances_are_dropped_and_the_rest_packed() -> None:
+    table = ProfileTable()
+    table.add("done", profile("done"))
+    table.add("waiting", profile("waiting", "cart"))
+    table.add("dirty", profile("dirty"))
+    table.idle_keys()
+    assert table.passivate(table.idle_keys(), evictable=lambda key: key != "dirty") == 3
+    assert "done" not in table and table.evictions == 1
+    assert (table.passivated, table.instance_counts()) == (2, {"cart": 1})
+    # once written, the one that was dirty goes too; a re-activated one is left to a sweep
+    assert table.evict_later(lambda key: True) == 1
+    assert "dirty" not in table and "waiting" in table and table.evictions == 2

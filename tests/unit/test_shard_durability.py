@@ -39,6 +39,14 @@ def shard_on(store_at: StoreAt, clock: ManualClock) -> Any:
     return make_shard(clock, store_at())
 
 
+async def registered_and_welcomed(shard: Any, clock: ManualClock, gateways: dict[str, Any]) -> None:
+    """A registration whose welcome e-mail's outcome came back: the welcome journey ends."""
+    await shard.apply_batch("s", 0, blob(record("registration", 0)))
+    await shard.drain_sends()
+    [welcome] = gateways["email"].requests
+    await shard.deliver_outcomes(msgpack.packb([outcome_for(welcome, "sent", at=clock())]))
+
+
 def test_events_logged_before_a_crash_are_applied_after_it(store_at: StoreAt) -> None:
     async def scenario() -> None:
         clock = ManualClock()
@@ -74,10 +82,7 @@ def test_snapshot_then_log_tail_gives_the_same_profile_and_timers(store_at: Stor
     async def scenario() -> None:
         clock = ManualClock()
         shard, _, gateways = shard_on(store_at, clock)
-        await shard.apply_batch("s", 0, blob(record("registration", 0)))
-        await shard.drain_sends()
-        [welcome] = gateways["email"].requests
-        await shard.deliver_outcomes(msgpack.packb([outcome_for(welcome, "sent", at=clock())]))
+        await registered_and_welcomed(shard, clock, gateways)
         written = await shard.snapshot()
         assert written["profiles"] == 1
         await shard.apply_batch("s", 1, blob(record("cart_add", 1)))  # after the snapshot: log only
@@ -198,3 +203,45 @@ def test_a_version_1_shard_database_is_migrated_with_its_profiles(tmp_path: Path
     assert sorted(state.profiles) == [("Email:a", b"\x81\xa1a\x02"), ("Email:b", b"\x80")]
     store.close()
     assert SqliteShardStore(path).load().profiles  # version 2 opens as it is
+
+
+def test_an_idle_profile_without_instances_is_evicted_and_read_back_by_its_next_event(store_at: StoreAt) -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        shard, _, gateways = shard_on(store_at, clock)
+        await registered_and_welcomed(shard, clock, gateways)
+        before = await shard.get_profile(KEY)
+        assert before is not None and before["journeys"] == []  # the welcome journey ended
+        await shard.passivate_idle()
+        assert await shard.passivate_idle() == 1
+        assert (await shard.status())["profiles"] == 1  # not written yet: packed, kept
+        await shard.snapshot()
+        await shard.passivate_idle()  # now the store has it: dropped from memory
+        status = await shard.status()
+        assert status["profiles"] == 0 and status["passivation"]["evictions"] == 1
+        assert len(shard.timers) == 0  # the welcome's stale outcome timeout went with it
+        assert await shard.get_profile(KEY) == before  # read through from the store
+        # its next events find it again: the old event id is still a duplicate, history holds
+        assert await shard.apply_batch("s", 1, blob(record("registration", 0))) == 0
+        assert await shard.apply_batch("s", 2, blob(record("cart_add", 1))) == 1
+        after = await shard.get_profile(KEY)
+        assert {j: h["entries"] for j, h in after["history"].items()} == {"welcome": 1, "cart": 1}
+        assert (await shard.status())["passivation"]["reloads"] == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_profile_with_a_waiting_instance_is_never_evicted(store_at: StoreAt) -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        shard, _, _ = shard_on(store_at, clock)
+        await shard.apply_batch("s", 0, blob(record("cart_add", 1)))  # the cart journey waits
+        await shard.snapshot()
+        for _ in range(3):
+            await shard.passivate_idle()
+        status = await shard.status()
+        assert status["profiles"] == 1 and status["passivation"]["evictions"] == 0
+        clock.advance(1800)
+        assert await shard.fire_timers() == 1  # its timer still finds it
+
+    asyncio.run(scenario())
