@@ -67,7 +67,7 @@ def _rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-async def _feed(profiles: int, mode: str, sweep_every: int) -> dict[str, Any]:
+async def _feed(profiles: int, mode: str, sweep_every: int, sign_ups_only: bool = False) -> dict[str, Any]:
     from itinerary.actors.peers import LocalPeers
     from itinerary.actors.profile_shard import ProfileShard
     from itinerary.catalog import Catalog
@@ -78,7 +78,7 @@ async def _feed(profiles: int, mode: str, sweep_every: int) -> dict[str, Any]:
     from itinerary.router import EventRouter
     from itinerary.store.memory import MemoryShardStore
     from itinerary.store.sqlite import SqliteShardStore
-    from itinerary.traffic import TrafficGenerator
+    from itinerary.traffic import ScenarioMix, TrafficGenerator
 
     os.environ["ITINERARY__RUNTIME__SHARDS"] = "1"
     os.environ.setdefault("ITINERARY_DEMO_TOKEN", "bench")
@@ -91,7 +91,8 @@ async def _feed(profiles: int, mode: str, sweep_every: int) -> dict[str, Any]:
     shard = ProfileShard(0, app, peers=peers, start_timers=False, store=store)
     peers.gateways.update({name: AnsweringGateway(shard) for name in app.channels})
     router = EventRouter(Catalog.build(app), RoutingTable(app.runtime.partitions, 1))
-    events = TrafficGenerator(profiles=profiles, seed=7).scenario(time.time())
+    mix = ScenarioMix(cart=0.0, browse_only=0.0, store=0.0) if sign_ups_only else None
+    events = TrafficGenerator(profiles=profiles, seed=7, mix=mix).scenario(time.time())
     baseline = _rss()
     applied = sweeps = 0
     curve: list[tuple[int, int]] = []  # (profiles so far, RSS growth) at each sweep
@@ -161,12 +162,16 @@ def _apply(shard: Any, router: Any, validate_events: Any, chunk: list[dict[str, 
     return sum(shard._apply_records(msgpack.packb(r, use_bin_type=True), now) for r in per_shard.values())
 
 
-def run(profiles: int = 1_000_000, sweep_every: int = 50_000, modes: tuple[str, ...] = MODES) -> dict[str, Any]:
+def run(
+    profiles: int = 1_000_000, sweep_every: int = 50_000, modes: tuple[str, ...] = MODES, sign_ups_only: bool = False
+) -> dict[str, Any]:
     """The runs, each in a fresh process; returns {"active": {...}, "passivated": {...}, ...}."""
-    out: dict[str, Any] = {"profiles": profiles, "sweep_every": sweep_every}
+    out: dict[str, Any] = {"profiles": profiles, "sweep_every": sweep_every, "sign_ups_only": sign_ups_only}
     for mode in modes:
+        command = [sys.executable, __file__, "--child", mode, "--profiles", str(profiles)]
+        command += ["--sweep-every", str(sweep_every), *(["--sign-ups-only"] if sign_ups_only else [])]
         child = subprocess.run(
-            [sys.executable, __file__, "--child", mode, "--profiles", str(profiles), "--sweep-every", str(sweep_every)],
+            command,
             check=True,
             capture_output=True,
             text=True,
@@ -202,13 +207,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-every", type=int, default=50_000, help="events between passivation sweeps")
     parser.add_argument("--out", default=str(REPO / "results/bench_profiles.json"))
     parser.add_argument("--modes", default=",".join(MODES), help="which runs, comma-separated")
+    parser.add_argument(
+        "--sign-ups-only",
+        action="store_true",
+        help="every session is a registration (its welcome journey ends): the largest counts, fastest",
+    )
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        result = asyncio.run(_feed(args.profiles, args.child, args.sweep_every))
+        result = asyncio.run(_feed(args.profiles, args.child, args.sweep_every, args.sign_ups_only))
         print(json.dumps(result))
         return 0
-    result = run(args.profiles, args.sweep_every, tuple(args.modes.split(",")))
+    result = run(args.profiles, args.sweep_every, tuple(args.modes.split(",")), args.sign_ups_only)
     Console(width=120).print(table(result))
     if "passivated" in result and "active" in result:
         ratio = result["passivated"]["bytes_per_profile"] / result["active"]["bytes_per_profile"]
