@@ -248,14 +248,21 @@ def profiles_markdown(result: dict[str, Any]) -> list[str]:
         f"**Memory per profile** (scripts/bench_profiles.py: {result['profiles']:,} profiles through "
         "storefront sessions into one shard; RSS growth of a fresh process):",
         "",
-        "| profiles kept | RSS growth | bytes per profile | packed profile bytes |",
-        "|---|---:|---:|---:|",
+        "| profiles kept | in memory | RSS growth | bytes per profile | packed profile bytes |",
+        "|---|---:|---:|---:|---:|",
     ]
-    for mode, label in (("active", "all as dicts"), ("passivated", "idle ones passivated")):
-        r = result[mode]
+    labels = {
+        "active": "all as dicts",
+        "passivated": "idle ones passivated",
+        "evicted": "idle ones without a journey evicted to SQLite",
+    }
+    for mode, label in labels.items():
+        r = result.get(mode)
+        if r is None:
+            continue
         lines.append(
-            f"| {label} | {r['rss_growth_bytes'] / 2**30:.2f} GiB | {r['bytes_per_profile']:,.0f} "
-            f"| {r['packed_bytes_mean']:,.0f} |"
+            f"| {label} | {r.get('resident', r['profiles']):,} | {r['rss_growth_bytes'] / 2**30:.2f} GiB "
+            f"| {r['bytes_per_profile']:,.0f} | {r['packed_bytes_mean']:,.0f} |"
         )
     return lines
 
