@@ -187,7 +187,7 @@ class ProfileShard:
                 group, self._log_queue = self._log_queue, []
                 at = self.clock()
                 entries = [(kind, at, blob) for kind, blob, _ in group]
-                missing = self._missing_keys(group) if self.profiles.evictions else []
+                missing, decoded = self._missing_keys(group) if self.profiles.evictions else ([], {})
                 try:
                     if missing:
                         last, found = await self._io(self._append_and_load, entries, missing)
@@ -206,7 +206,7 @@ class ProfileShard:
                 first = last - len(group) + 1
                 for offset, (kind, blob, future) in enumerate(group):
                     try:
-                        result = self._apply_entry(kind, blob, at)
+                        result = self._apply_entry(kind, blob, at, decoded.get(offset))
                     except Exception as exc:  # a bug in applying must not wedge the log
                         log.exception("%s: applying log entry %d failed", self.name, first + offset)
                         if not future.done():
@@ -219,15 +219,19 @@ class ProfileShard:
         finally:
             self._writer = None
 
-    def _missing_keys(self, group: list[tuple[int, bytes, asyncio.Future[Any]]]) -> list[str]:
-        """Keys of the group's events that are not in memory: new profiles, or evicted ones."""
+    def _missing_keys(
+        self, group: list[tuple[int, bytes, asyncio.Future[Any]]]
+    ) -> tuple[list[str], dict[int, list[Any]]]:
+        """Keys of the group's events that are not in memory (new profiles, or evicted
+        ones), and the decoded records by position in the group, so they are decoded once."""
         profiles = self.profiles
         missing: set[str] = set()
-        for kind, blob, _ in group:
+        decoded: dict[int, list[Any]] = {}
+        for offset, (kind, blob, _) in enumerate(group):
             if kind == EVENTS:
-                records = msgpack.unpackb(msgpack.unpackb(blob, raw=False)[2], raw=False)
+                records = decoded[offset] = msgpack.unpackb(msgpack.unpackb(blob, raw=False)[2], raw=False)
                 missing.update(record[0] for record in records if record[0] not in profiles)
-        return list(missing)
+        return list(missing), decoded
 
     def _append_and_load(self, entries: list[tuple[int, float, bytes]], keys: list[str]) -> tuple[int, Any]:
         """On the I/O thread: log the group, then read back the evicted profiles it needs."""
@@ -239,9 +243,11 @@ class ProfileShard:
                 self.profiles.add_passivated(key, blob, ())  # no instances: it was evicted
                 self._reloads += 1
 
-    def _apply_entry(self, kind: int, blob: bytes, at: float) -> Any:
+    def _apply_entry(self, kind: int, blob: bytes, at: float, decoded: list[Any] | None = None) -> Any:
         if kind == EVENTS:
             sender, seq, records = msgpack.unpackb(blob, raw=False)
+            if decoded is not None:
+                records = decoded
             if self._next_seq.get(sender, 0) <= seq:  # only when replaying: live calls set it first
                 self._next_seq[sender] = seq + 1
             return self._apply_records(records, at)
@@ -368,8 +374,8 @@ class ProfileShard:
             return True
         return bool(self._dirty) and time.monotonic() - self._last_snapshot >= self._snapshot_interval
 
-    def _apply_records(self, blob: bytes, now: float | None = None) -> int:
-        records = msgpack.unpackb(blob, raw=False)
+    def _apply_records(self, blob: bytes | list[Any], now: float | None = None) -> int:
+        records = msgpack.unpackb(blob, raw=False) if type(blob) is bytes else blob
         unpack = msgpack.unpackb
         now = self.clock() if now is None else now
         engine = self.engine
