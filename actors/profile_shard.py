@@ -234,8 +234,10 @@ class ProfileShard:
         return list(missing), decoded
 
     def _append_and_load(self, entries: list[tuple[int, float, bytes]], keys: list[str]) -> tuple[int, Any]:
-        """On the I/O thread: log the group, then read back the evicted profiles it needs."""
-        return self.store.append(entries), self.store.load_profiles(keys)
+        """On the I/O thread: read back the evicted profiles the group needs, then log it
+        (in that order, so that a failed read leaves nothing logged and unapplied)."""
+        found = self.store.load_profiles(keys)
+        return self.store.append(entries), found
 
     def _reload(self, rows: list[tuple[str, bytes]]) -> None:
         for key, blob in rows:
