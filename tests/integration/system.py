@@ -7,6 +7,7 @@ synchronous functions that poll with deadlines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import tempfile
@@ -15,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from itinerary.config.app import AppConfig
@@ -226,3 +227,23 @@ def test_config(smtp: SmtpReceiver, hooks: WebhookReceiver, flaky: WebhookReceiv
             "journeys": journeys,
         }
     )
+
+
+@contextlib.contextmanager
+def deployment_variant(
+    ray_session: Any, receivers: dict[str, Any], name: str, edit: Callable[[dict[str, Any]], None]
+) -> Iterator[dict[str, Any]]:
+    """The integration deployment with its runtime settings changed by `edit` (given the
+    config as JSON data without channels), started under `name` and shut down after."""
+    from itinerary.actors.runtime import launch_supervisor
+
+    base = test_config(receivers["smtp"], receivers["hooks"], receivers["flaky"])
+    data = base.model_dump(mode="json", by_alias=True, exclude={"channels"})
+    data["runtime"].pop("security", None)
+    edit(data)
+    app = AppConfig.model_validate({**data, "channels": base.channels})
+    supervisor = launch_supervisor(app, name)
+    info = ray_session.get(supervisor.start.remote(), timeout=120)
+    yield {"url": info["urls"][0], "supervisor": supervisor, "app": app, **receivers}
+    ray_session.get(supervisor.shutdown.remote(), timeout=60)
+    ray_session.kill(supervisor, no_restart=True)
