@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -36,7 +35,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import psutil
+from itinerary.benchio import machine_facts
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -159,15 +158,7 @@ def machine() -> dict[str, Any]:
         head = "unknown"
     import ray
 
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": platform.python_version(),
-        "ray": ray.__version__,
-        "platform": platform.platform(),
-        "commit": head,
-    }
+    return {**machine_facts(), "cpu": cpu, "ray": ray.__version__, "commit": head}
 
 
 def _ms(p: dict[str, Any], key: str) -> str:
@@ -181,7 +172,7 @@ def markdown(summary: dict[str, Any]) -> str:
         START,
         f"### {summary['date']}: the benchmark suite (`python scripts/bench_suite.py{summary['flags']}`)",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}, Ray {m['ray']}; "
+        f"Machine: {m['cpu']}, {m['cpus']} cores, {m['memory_gib']} GiB; Python {m['python']}, Ray {m['ray']}; "
         f"commit {m['commit']}. Load generator, receivers and every actor share the machine. "
         f"The suite took {summary['minutes']:.0f} minutes; each figure comes from this one sitting.",
         "",

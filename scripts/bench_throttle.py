@@ -49,7 +49,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import secrets
 import sys
 import tempfile
@@ -65,6 +64,7 @@ from rich.console import Console
 from rich.table import Table
 
 from itinerary.actors.storeio import StoreCalls
+from itinerary.benchio import machine_facts
 from itinerary.channels.gateway import CATCH_UP, ChannelGateway
 from itinerary.config.channels import LimitConfig, WebhookChannelConfig
 from itinerary.engine import ratelimit
@@ -322,11 +322,7 @@ async def run_async(
         "burst": burst,
         "storage": storage,
         "event_loop": f"{type(loop).__module__}.{type(loop).__name__}",
-        "host": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-        },
+        "host": machine_facts(),
         "results": rows,
     }
 

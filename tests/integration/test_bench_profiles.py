@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_profiles.py"
+from tests.integration.scripts import load_script
 
 
 def test_each_run_holds_the_profiles_it_should() -> None:
-    spec = importlib.util.spec_from_file_location("bench_profiles", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_profiles")
     result = bench.run(profiles=3000, sweep_every=1000)
     active, passivated, evicted = result["active"], result["passivated"], result["evicted"]
     assert active["profiles"] == passivated["profiles"] == evicted["profiles"] == 3000

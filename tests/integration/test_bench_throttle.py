@@ -8,10 +8,7 @@ arrivals, fails.
 
 from __future__ import annotations
 
-import importlib.util
-from types import ModuleType
-
-from tests.conftest import REPO
+from tests.integration.scripts import load_script
 
 LIMIT = 200
 WINDOW = 2.0
@@ -19,17 +16,8 @@ WARMUP = 0.5
 BURST = 10
 
 
-def load_script() -> ModuleType:
-    path = REPO / "scripts" / "bench_throttle.py"
-    spec = importlib.util.spec_from_file_location("bench_throttle", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_throttle_benchmark_measures_the_configured_rate() -> None:
-    bench = load_script()
+    bench = load_script("bench_throttle")
     result = bench.run([LIMIT], window=WINDOW, warmup=WARMUP, burst=BURST)
 
     assert result["window_s"] == WINDOW and result["warmup_s"] == WARMUP and result["storage"] == "sqlite"

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 from rich.console import Console
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_timers.py"
-
-
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_timers", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.integration.scripts import load_script
 
 
 def test_every_timer_fires_and_its_lateness_is_recorded(tmp_path: Path) -> None:
-    bench = load_script()
+    bench = load_script("bench_timers")
     result = bench.run(profiles=2000, wait_s=1.0, batch=500)
 
     firing, memory = result["firing"], result["memory"]
