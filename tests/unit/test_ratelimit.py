@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from itinerary.engine.ratelimit import Decision, Rate, admit, describe, next_free
+from itinerary.engine.ratelimit import Decision, Rate, admit, available, describe, next_free
 
 # Powers of two keep the instants exact in binary floating point.
 RATE = Rate(calls=4, period=1.0, burst=4)  # interval 0.25 s, tolerance 0.75 s
@@ -127,3 +127,28 @@ def test_next_free() -> None:
 )
 def test_describe(rate: Rate, text: str) -> None:
     assert describe(rate) == text
+
+
+def count_admitted(tat: float, now: float, rate: Rate) -> int:
+    admitted = 0
+    while True:
+        decision, tat = admit(tat, now, rate)
+        if not decision.admitted:
+            return admitted
+        admitted += 1
+
+
+@pytest.mark.parametrize(
+    ("spent", "now", "expected"),
+    [(0, 0.0, 4), (1, 0.0, 3), (4, 0.0, 0), (4, 0.2499, 0), (4, 0.25, 1), (4, 0.6, 2), (4, 5.0, 4)],
+)
+def test_available_counts_what_admit_would_let_through_now(spent: int, now: float, expected: int) -> None:
+    tat = spend(0.0, 0.0, RATE, spent)
+    assert available(tat, now, RATE) == expected == count_admitted(tat, now, RATE)
+
+
+def test_available_with_burst_one_is_zero_or_one() -> None:
+    rate = Rate(calls=10, period=1.0, burst=1)
+    tat = spend(0.0, 0.0, rate, 1)
+    assert available(tat, 0.05, rate) == 0
+    assert available(tat, 0.1, rate) == 1
