@@ -26,9 +26,10 @@ from itinerary.actors.names import gateway_name
 from itinerary.actors.peers import Peers
 from itinerary.actors.storeio import StoreCalls
 from itinerary.actors.tuning import tune_gc
+from itinerary.catalog import Catalog
 from itinerary.channels.gateway import ChannelGateway
 from itinerary.config.app import AppConfig
-from itinerary.engine.messages import EXPIRED, FAILED, SENT, Outcome, SendRequest
+from itinerary.engine.messages import EXPIRED, FAILED, SENT, THROTTLED, Outcome, SendRequest
 from itinerary.store.base import DEAD, DONE
 from itinerary.store.factory import open_outbox_store
 from itinerary.store.memory import MemoryOutboxStore
@@ -67,6 +68,10 @@ class GatewayActor:
         self._returns: dict[int, Coalescer] = {}
         # Outcomes only move journeys past their actions: a few tens of ms cost nothing.
         self._outcome_interval = app.runtime.outcome_flush.total_seconds()
+        # A throttled notice changes no action (the final outcome does); shards need it only
+        # when some journey takes `message.throttled` as an event. On a backlogged channel
+        # every message has one, as many as the final outcomes.
+        self._route_throttled = Catalog.build(app).engine().cares_about(f"message.{THROTTLED}")
         storage = app.runtime.storage
         self.outbox = open_outbox_store(storage, app.runtime.data_dir, self.name)
         self._io_call = StoreCalls(self.name, inline=isinstance(self.outbox, MemoryOutboxStore))
@@ -141,6 +146,8 @@ class GatewayActor:
         if time.monotonic() - self._last_prune > PRUNE_EVERY:
             self._last_prune = time.monotonic()
             await self._io_call(self.outbox.prune, time.time() - self._retention)
+        if not self._route_throttled:
+            outcomes = [o for o in outcomes if o["outcome"] != THROTTLED]
         self._route(outcomes)
 
     def _route(self, outcomes: list[Outcome]) -> None:

@@ -144,3 +144,39 @@ def test_failed_messages_stay_as_dead_letters_with_their_reason(storage: dict[st
             await hooks.stop()
 
     asyncio.run(scenario())
+
+
+def with_journey_on(app: AppConfig, event: str) -> AppConfig:
+    """`app` plus a journey that starts on `event` and calls the channel."""
+    journey = {
+        "id": "notice",
+        "nodes": {
+            "start": {"type": "entry", "event": event, "next": "call"},
+            "call": {"type": "action", "channel": "hook", "payload": {"n": "1"}, "next": "done"},
+            "done": {"type": "end"},
+        },
+    }
+    return AppConfig.model_validate({**app.model_dump(mode="python"), "journeys": [journey]})
+
+
+@pytest.mark.parametrize("listener", [None, "message.throttled", "message.sent"])
+def test_throttled_notices_reach_shards_only_when_a_journey_takes_them(tmp_path: Path, listener: str | None) -> None:
+    async def scenario() -> None:
+        hooks = WebhookReceiver(token=TOKEN)
+        await hooks.start()
+        try:
+            app = app_for(f"{hooks.url}/hook", {"data_dir": str(tmp_path)}, calls_per_s=50)
+            if listener is not None:
+                app = with_journey_on(app, listener)
+            actor, shard = gateway(app)
+            await actor.submit(msgpack.packb([request(n) for n in range(6)]))
+            assert await wait_until(lambda: sum(o["outcome"] == "sent" for o in shard.outcomes) == 6, timeout=10)
+            stats = await actor.stats()
+            assert stats["outcomes"]["throttled"] == 5  # burst 1: all but the first waited
+            routed = [o["id"] for o in shard.outcomes if o["outcome"] == "throttled"]
+            assert routed == ([request(n)["id"] for n in range(1, 6)] if listener == "message.throttled" else [])
+            await actor.stop()
+        finally:
+            await hooks.stop()
+
+    asyncio.run(scenario())
