@@ -8,6 +8,11 @@ call costs far more CPU than the items it carries: ~0.7 ms against microseconds)
 buffer is bounded: past `max_buffer` items new ones are refused and counted, and the caller
 decides what that means.
 
+A call may answer how long the peer can do without more items (a gateway with a backlog
+to work through): the next call then waits that long, up to `max_hold`, instead of
+`min_interval`. At 20 ms per call and ~1.3 ms of CPU per Ray call on each side, a shard
+feeding a backlogged channel otherwise spends a tenth of a core keeping a queue full.
+
 A failed call is retried with backoff, its items first in line, up to `max_retries` times
 in a row: the peer is usually restarting (Ray restarts it, or the supervisor re-creates it
 under the same name) and the items are idempotent at the other end (gateways recognise a
@@ -23,6 +28,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from itinerary.aio import wait_event
+
 log = logging.getLogger(__name__)
 
 
@@ -32,9 +39,10 @@ class Coalescer:
     def __init__(
         self,
         name: str,
-        call: Callable[[list[Any]], Awaitable[None]],
+        call: Callable[[list[Any]], Awaitable[float | None]],
         *,
         min_interval: float = 0.02,
+        max_hold: float = 0.5,
         max_batch: int = 5000,
         max_buffer: int = 200_000,
         max_retries: int = 20,
@@ -44,6 +52,8 @@ class Coalescer:
     ) -> None:
         self.name = name
         self._min_interval = min_interval
+        self._max_hold = max_hold
+        self._interval = min_interval  # until the next call: min_interval or the peer's hold
         self._clock = clock
         self._last_call = -float("inf")
         self._call = call
@@ -51,10 +61,13 @@ class Coalescer:
         self._max_buffer = max_buffer
         self._buffer: list[Any] = []
         self._task: asyncio.Task[None] | None = None
+        self._hurry: asyncio.Event | None = None  # set while drain() runs: call now, do not wait
+        self._draining = 0
         self._max_retries = max_retries
         self._backoff = backoff
         self._max_backoff = max_backoff
         self.calls = 0
+        self.held = 0  # calls after which the peer asked for a longer wait
         self.failures = 0
         self.refused = 0
         self.lost = 0
@@ -80,16 +93,17 @@ class Coalescer:
         failed_in_a_row = 0
         try:
             while self._buffer:
-                wait = self._last_call + self._min_interval - self._clock()
+                wait = self._last_call + self._interval - self._clock()
                 if wait > 0:
-                    await asyncio.sleep(wait)
+                    await self._pause(wait)
                 self._last_call = self._clock()
                 batch = self._buffer[: self._max_batch]
                 del self._buffer[: self._max_batch]
                 self.calls += 1
                 try:
-                    await self._call(batch)
+                    hold = await self._call(batch)
                 except Exception as exc:
+                    self._interval = self._min_interval
                     self.failures += 1
                     failed_in_a_row += 1
                     if failed_in_a_row > self._max_retries:
@@ -109,10 +123,29 @@ class Coalescer:
                     await asyncio.sleep(delay)
                 else:
                     failed_in_a_row = 0
+                    self._interval = self._min_interval
+                    if hold is not None and hold > self._min_interval:
+                        self.held += 1
+                        self._interval = min(hold, self._max_hold)
         finally:
             self._task = None
 
+    async def _pause(self, seconds: float) -> None:
+        if self._hurry is None:
+            self._hurry = asyncio.Event()
+        await wait_event(self._hurry, seconds)
+
     async def drain(self) -> None:
-        """Wait until everything queued so far has been handed over."""
-        while self._task is not None:
-            await asyncio.shield(self._task)
+        """Hand over everything queued so far now (no waiting out an interval or a hold),
+        and return once it has been."""
+        if self._hurry is None:
+            self._hurry = asyncio.Event()
+        self._draining += 1
+        self._hurry.set()
+        try:
+            while self._task is not None:
+                await asyncio.shield(self._task)
+        finally:
+            self._draining -= 1
+            if not self._draining:
+                self._hurry.clear()

@@ -128,6 +128,7 @@ class GatewayActor:
             "resumed": self._resumed,
             "resent": self._resent,
         }
+        stats["shard_calls"] = {str(shard): c.calls for shard, c in sorted(self._returns.items())}
         return stats
 
     async def stop(self) -> None:

@@ -21,7 +21,7 @@ class Peers(Protocol):
 
     async def apply_batch(self, shard: int, sender: str, seq: int, blob: bytes) -> int: ...
 
-    async def submit_sends(self, channel: str, requests: list[SendRequest]) -> None: ...
+    async def submit_sends(self, channel: str, requests: list[SendRequest]) -> dict[str, Any]: ...
 
     async def deliver_outcomes(self, shard: int, outcomes: list[Outcome]) -> None: ...
 
@@ -64,8 +64,9 @@ class RayPeers:
     async def apply_batch(self, shard: int, sender: str, seq: int, blob: bytes) -> int:
         return int(await self._call(shard_name(shard), "apply_batch", sender, seq, blob))
 
-    async def submit_sends(self, channel: str, requests: list[SendRequest]) -> None:
-        await self._call(gateway_name(channel), "submit", msgpack.packb(requests, use_bin_type=True))
+    async def submit_sends(self, channel: str, requests: list[SendRequest]) -> dict[str, Any]:
+        """The gateway's answer: {"queued", "rejected", "backlog_s", ...}."""
+        return await self._call(gateway_name(channel), "submit", msgpack.packb(requests, use_bin_type=True))  # type: ignore[no-any-return]
 
     async def get_profile(self, shard: int, key: str) -> dict[str, Any] | None:
         return await self._call(shard_name(shard), "get_profile", key)  # type: ignore[no-any-return]
@@ -88,14 +89,15 @@ class LocalPeers:
     async def apply_batch(self, shard: int, sender: str, seq: int, blob: bytes) -> int:
         return int(await self.shards[shard].apply_batch(sender, seq, blob))
 
-    async def submit_sends(self, channel: str, requests: list[SendRequest]) -> None:
+    async def submit_sends(self, channel: str, requests: list[SendRequest]) -> dict[str, Any]:
         gateway = self.gateways.get(channel)
         if gateway is None:
             self.dropped_sends += len(requests)
-            return
+            return {"queued": 0, "rejected": len(requests)}
         result = gateway.submit(requests)
         if asyncio.iscoroutine(result):
-            await result
+            result = await result
+        return result if isinstance(result, dict) else {}
 
     async def deliver_outcomes(self, shard: int, outcomes: list[Outcome]) -> None:
         await self.shards[shard].deliver_outcomes(msgpack.packb(outcomes, use_bin_type=True))

@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from itinerary.aio import wait_event
 from itinerary.channels.email import EmailProvider
 from itinerary.channels.retry import DeliveryResult
 from itinerary.channels.webhook import WebhookProvider
@@ -306,13 +307,16 @@ class ChannelGateway:
     def submit(self, requests: list[SendRequest]) -> dict[str, int]:
         """Queue `requests` without blocking; refused ones get a FAILED outcome at once.
 
-        Returns {"queued": n, "rejected": m}. After stop() every request is rejected and,
-        since no outcome can be sent any more, left to the caller's outbox.
+        Returns {"queued": n, "rejected": m, "backlog_s": b}: `backlog_s` is how long the
+        last message queued will wait for the limiter (0.0 when the channel keeps up), so a
+        caller may hold its next sends that long without delaying any delivery. After
+        stop() every request is rejected and, since no outcome can be sent any more, left
+        to the caller's outbox.
         """
         if self._stopped:
             self._rejected["stopped"] += len(requests)
             log.warning("%r is stopped; %d requests refused", self, len(requests))
-            return {"queued": 0, "rejected": len(requests)}
+            return {"queued": 0, "rejected": len(requests), "backlog_s": 0.0}
         now = self._clock()
         queued = rejected = 0
         # Throttle mode: the calls the limiter would let through right now; a message with
@@ -355,7 +359,15 @@ class ChannelGateway:
         if queued:
             self._wake.set()
         self._report_depth()
-        return {"queued": queued, "rejected": rejected}
+        return {"queued": queued, "rejected": rejected, "backlog_s": self.backlog(now)}
+
+    def backlog(self, now: float) -> float:
+        """Seconds until the limiter admits the last message queued now (throttle mode)."""
+        if self._mode != "throttle" or not self._queue:
+            return 0.0
+        assert self._rate is not None
+        ahead = len(self._queue) - ratelimit.available(self._tat, now, self._rate)
+        return max(0.0, ahead * self._rate.interval + ratelimit.next_free(self._tat, now, self._rate))
 
     # -- dispatch -----------------------------------------------------------------------
 
@@ -471,14 +483,7 @@ class ChannelGateway:
     async def _pause(self, seconds: float | None) -> None:
         """Sleep until woken by submit()/stop(), or for `seconds` if given."""
         self._wake.clear()
-        if seconds is None:
-            await self._wake.wait()
-            return
-        try:
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
-        except TimeoutError:
-            pass
+        await wait_event(self._wake, seconds)
 
     def _spawn_delivery(self, item: _Pending) -> None:
         self._active += 1
@@ -652,15 +657,7 @@ class ChannelGateway:
 
     async def _circuit_change(self, seconds: float | None) -> None:
         """Sleep until the next broadcast, or for `seconds` if given."""
-        changed = self._circuit_changed
-        if seconds is None:
-            await changed.wait()
-            return
-        try:
-            async with asyncio.timeout(max(seconds, 0.0)):
-                await changed.wait()
-        except TimeoutError:
-            pass
+        await wait_event(self._circuit_changed, seconds)
 
     def _short_circuit(self, now: float) -> None:
         assert self._breaker is not None

@@ -144,7 +144,7 @@ async def test_webhook_delivery_with_bearer_token_and_idempotency_key(
     receiver: WebhookReceiver, gateway: GatewayFactory
 ) -> None:
     gw, sink = await gateway(webhook_config(receiver.url + "/v1/send", headers={"X-Tenant": "a"}))
-    assert gw.submit([request(i) for i in range(5)]) == {"queued": 5, "rejected": 0}
+    assert gw.submit([request(i) for i in range(5)]) == {"queued": 5, "rejected": 0, "backlog_s": 0.0}
     assert await sink.wait_final(5)
     assert await receiver.wait_for(5, timeout=1.0)
     final = sink.final()
@@ -282,7 +282,7 @@ async def test_throttled_messages_expire_after_max_age(receiver: WebhookReceiver
 async def test_cap_mode_fails_the_excess_at_once(receiver: WebhookReceiver, gateway: GatewayFactory) -> None:
     limit = LimitConfig(calls=5, period=SECOND, burst=5, mode="cap")
     gw, sink = await gateway(webhook_config(receiver.url, limit=limit))
-    assert gw.submit([request(i) for i in range(8)]) == {"queued": 5, "rejected": 3}
+    assert gw.submit([request(i) for i in range(8)]) == {"queued": 5, "rejected": 3, "backlog_s": 0.0}
     assert await sink.wait_final(8)
     final = sink.final()
     capped = [final[request(i)["id"]] for i in range(5, 8)]
@@ -297,7 +297,7 @@ async def test_cap_mode_fails_the_excess_at_once(receiver: WebhookReceiver, gate
 async def test_queue_full_fails_at_once(receiver: WebhookReceiver, gateway: GatewayFactory) -> None:
     gw, sink = await gateway(webhook_config(receiver.url, queue_size=2))
     # submit() is synchronous, so the dispatcher cannot drain the queue in between.
-    assert gw.submit([request(i) for i in range(5)]) == {"queued": 2, "rejected": 3}
+    assert gw.submit([request(i) for i in range(5)]) == {"queued": 2, "rejected": 3, "backlog_s": 0.0}
     assert await sink.wait_final(5)
     final = sink.final()
     assert [final[request(i)["id"]]["reason"] for i in range(2, 5)] == ["queue full"] * 3
@@ -466,7 +466,7 @@ async def test_stop_refuses_new_work(receiver: WebhookReceiver) -> None:
     gw.submit([request(1)])
     assert await sink.wait_final(1)
     await gw.stop()
-    assert gw.submit([request(2)]) == {"queued": 0, "rejected": 1}
+    assert gw.submit([request(2)]) == {"queued": 0, "rejected": 1, "backlog_s": 0.0}
     assert gw.stats()["running"] is False
     assert repr(gw) == "ChannelGateway('hook', unlimited)"
 
@@ -499,3 +499,17 @@ async def test_a_throttled_retry_spends_a_rate_slot(receiver: WebhookReceiver, g
     assert sink.final()[request(1)["id"]]["attempts"] == 2
     first, second = receiver.requests
     assert second.at - first.at >= 0.19  # the backoff was 1 ms; the limiter held it back
+
+
+async def test_submit_reports_how_long_the_backlog_waits_for_the_limiter(
+    receiver: WebhookReceiver, gateway: GatewayFactory
+) -> None:
+    clock = FakeClock()
+    limit = LimitConfig(calls=10, period=SECOND, burst=2)
+    gw, _ = await gateway(webhook_config(receiver.url, limit=limit), clock=clock)
+    assert gw.submit([request(0)])["backlog_s"] == 0.0  # the limiter has room for it
+    answer = gw.submit([request(i) for i in range(1, 12)])
+    # 12 queued at once (or 11, if the first already left), 2 free calls: ~10 wait 0.1 s each
+    assert answer["backlog_s"] == pytest.approx(1.0, abs=0.11)
+    unlimited, _ = await gateway(webhook_config(receiver.url), clock=clock)
+    assert unlimited.submit([request(i) for i in range(20, 40)])["backlog_s"] == 0.0

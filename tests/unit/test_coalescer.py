@@ -74,3 +74,44 @@ def test_a_full_buffer_refuses_and_counts() -> None:
         assert coalescer.refused == 1
 
     asyncio.run(scenario())
+
+
+class HoldingPeer:
+    """Records batches and answers each call with `hold` (seconds the next may wait)."""
+
+    def __init__(self, hold: float | None) -> None:
+        self.hold = hold
+        self.batches: list[list[Any]] = []
+
+    async def call(self, items: list[Any]) -> float | None:
+        self.batches.append(list(items))
+        return self.hold
+
+
+def test_a_peer_that_asks_for_a_hold_gets_its_next_items_later_and_together() -> None:
+    async def scenario() -> None:
+        peer = HoldingPeer(hold=60.0)
+        coalescer = Coalescer("t", peer.call, min_interval=0.0, max_hold=30.0)
+        coalescer.add([1])
+        while not peer.batches:
+            await asyncio.sleep(0)
+        for n in (2, 3):
+            coalescer.add([n])
+        await asyncio.sleep(0.05)
+        assert peer.batches == [[1]] and coalescer.pending == 2  # held: the peer is busy for a minute
+        await coalescer.drain()  # a drain does not wait out the hold
+        assert peer.batches == [[1], [2, 3]] and coalescer.held == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_hold_no_longer_than_min_interval_changes_nothing() -> None:
+    async def scenario() -> None:
+        peer = HoldingPeer(hold=0.001)
+        coalescer = Coalescer("t", peer.call, min_interval=0.01)
+        for n in range(3):
+            coalescer.add([n])
+            await coalescer.drain()
+        assert peer.batches == [[0], [1], [2]] and coalescer.held == 0
+
+    asyncio.run(scenario())
