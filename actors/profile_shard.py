@@ -398,7 +398,7 @@ class ProfileShard:
                 else:
                     duplicates += 1
                 continue
-            effects = engine.apply_event(profile, name, unpack(packed, raw=False), now)
+            effects = engine.apply_record(profile, name, unpack(packed, raw=False), event_id, identity_map, now)
             if effects is None:
                 duplicates += 1
                 continue

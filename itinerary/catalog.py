@@ -13,7 +13,7 @@ from typing import Any
 from itinerary.config.app import AppConfig
 from itinerary.config.channels import EmailChannelConfig
 from itinerary.engine.compiler import ChannelInfo, compile_journey
-from itinerary.engine.expressions import compile_expression
+from itinerary.engine.expressions import compile_expression, event_fields
 from itinerary.engine.journey import CompiledJourney
 from itinerary.engine.profile import FieldMapping, JourneyEngine
 from itinerary.errors import ConfigError, ExpressionError, JourneyDefinitionError
@@ -52,6 +52,24 @@ def _candidates(matchers: list[EventMatcher]) -> dict[str | None, tuple[EventMat
     return index
 
 
+def _fields_read(name: str, app: AppConfig, journeys: list[CompiledJourney]) -> frozenset[str] | None:
+    """The top-level fields of events of definition `name` that anything in a shard reads:
+    the journeys it starts or that wait for it (every version), and its profile fields."""
+    found: set[str] = set()
+    for journey in journeys:
+        if journey.entry_event == name or name in journey.listens:
+            if journey.event_fields is None:
+                return None
+            found |= journey.event_fields
+    definition = app.events.get(name)
+    for source in definition.profile_fields.values() if definition is not None else ():
+        fields = event_fields(source)
+        if fields is None:
+            return None
+        found |= fields
+    return frozenset(found)
+
+
 @dataclass(frozen=True, slots=True)
 class Catalog:
     """Everything compiled from one config, shared read-only by the code of one process."""
@@ -66,6 +84,9 @@ class Catalog:
     # Definitions whose payload a shard reads (a journey or a profile field uses it); the
     # records of every other event travel without their payload (see itinerary.router).
     payload_events: frozenset[str]
+    # For each of those, the top-level event fields its journeys and profile fields read
+    # (None: the whole event); only those travel to the shard.
+    payload_fields: Mapping[str, frozenset[str] | None]
 
     @classmethod
     def build(cls, app: AppConfig, file: str = "<config>") -> Catalog:
@@ -104,7 +125,10 @@ class Catalog:
                 raise ConfigError(file=file, path=f"journeys[{i}].{exc.path}", reason=exc.reason) from None
         by_id = {m.event_id: m for m in matchers if m.event_id}
         payload_events = JourneyEngine(journeys, profile_fields=fields).payload_events
-        return cls(app, tuple(matchers), by_id, fields, tuple(journeys), _candidates(matchers), payload_events)
+        payload_fields = {name: _fields_read(name, app, journeys) for name in payload_events}
+        return cls(
+            app, tuple(matchers), by_id, fields, tuple(journeys), _candidates(matchers), payload_events, payload_fields
+        )
 
     def match(self, event: Mapping[str, Any]) -> EventMatcher | None:
         """The first definition the event satisfies, in config order (a system event id wins)."""

@@ -165,10 +165,17 @@ class JourneyEngine:
 
     def apply_event(self, profile: dict[str, Any], name: str, event: dict[str, Any], now: float) -> list[Effect] | None:
         """Apply an event matched to definition `name`; None when it is a duplicate."""
-        if not self._remember(profile, event.get("_id")):
+        return self.apply_record(profile, name, event, event.get("_id"), event.get("identityMap"), now)
+
+    def apply_record(
+        self, profile: dict[str, Any], name: str, event: dict[str, Any], event_id: Any, identity_map: Any, now: float
+    ) -> list[Effect] | None:
+        """`apply_event` with the id and identities given apart: a shard's records carry them
+        beside the event, which holds only the fields journeys read; None for a duplicate."""
+        if not self._remember(profile, event_id):
             return None
         profile["updated"] = now
-        self._merge_identities(profile, event.get("identityMap"))
+        self._merge_identities(profile, identity_map)
         mapping = self._fields.get(name)
         if mapping:
             self._apply_fields(profile, mapping, event)
