@@ -24,7 +24,7 @@ from itinerary.actors.batcher import ShardBatcher
 from itinerary.actors.metrics import IngressMetrics
 from itinerary.actors.names import ingress_name
 from itinerary.actors.peers import Peers
-from itinerary.actors.tuning import tune_gc
+from itinerary.actors.tuning import collect_periodically, tune_gc
 from itinerary.auth import Access, ApiKeys
 from itinerary.catalog import Catalog
 from itinerary.config.app import AppConfig
@@ -88,6 +88,7 @@ class Ingress:
         self.counts = {"requests": 0, "accepted": 0, "rejected": 0, "throttled": 0, "errors": 0}
         self._metrics = IngressMetrics(self.name)
         self._runner: web.AppRunner | None = None
+        self._collector: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"Ingress({self.name}, port={self.port})"
@@ -109,6 +110,7 @@ class Ingress:
         app.router.add_get("/v1/status", self.get_status)
         app.router.add_get("/healthz", self.healthz)
         self._runner = web.AppRunner(app, access_log=None)
+        self._collector = asyncio.get_running_loop().create_task(collect_periodically())
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.port, reuse_port=True, backlog=1024)
         await site.start()
@@ -127,6 +129,9 @@ class Ingress:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._collector is not None:
+            self._collector.cancel()
+            self._collector = None
 
     async def stats(self) -> dict[str, Any]:
         return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 
 # Profiles, events and journey instances are acyclic plain dicts; the cyclic collector
@@ -20,6 +21,33 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+# How often a process whose automatic collection is off (see collect_periodically) looks
+# for reference cycles; every COLLECT_FULL_EVERY-th look covers the old generation too.
+COLLECT_PERIOD = 1.0  # seconds
+COLLECT_FULL_EVERY = 10
+
+
+async def collect_periodically(period: float = COLLECT_PERIOD) -> None:
+    """Turn automatic collection off and collect every `period` seconds instead.
+
+    For the ingress: everything it allocates lives for one request and is acyclic (parsed
+    JSON, validated copies, records), so reference counting frees it, yet the automatic
+    collector kept re-scanning the in-flight requests' objects: ~20 % of the ingress's CPU
+    per event (measured 28-30 -> 22.6 us, one process, 500-event requests). The cycles
+    asyncio and aiohttp do make (a failed future and its traceback) wait at most a
+    period. Runs until cancelled; automatic collection comes back then.
+    """
+    gc.disable()
+    looks = 0
+    try:
+        while True:
+            await asyncio.sleep(period)
+            looks += 1
+            gc.collect(2 if looks % COLLECT_FULL_EVERY == 0 else 1)
+    finally:
+        gc.enable()
 
 
 def settle_gc() -> None:
