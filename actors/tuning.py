@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+from collections.abc import AsyncIterator
 
 # Profiles, events and journey instances are acyclic plain dicts; the cyclic collector
 # finds nothing in them but, with the default thresholds, re-scans the growing heap of
@@ -48,6 +50,20 @@ async def collect_periodically(period: float = COLLECT_PERIOD) -> None:
             gc.collect(2 if looks % COLLECT_FULL_EVERY == 0 else 1)
     finally:
         gc.enable()
+
+
+@contextlib.asynccontextmanager
+async def periodic_collection(period: float = COLLECT_PERIOD) -> AsyncIterator[None]:
+    """`collect_periodically` for the length of a block (load senders and local receivers,
+    whose records and bodies are acyclic too), after freezing what the set-up made."""
+    gc.collect()
+    gc.freeze()
+    task = asyncio.get_running_loop().create_task(collect_periodically(period))
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def settle_gc() -> None:

@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 import itinerary.config
+from itinerary.actors.tuning import periodic_collection
 from itinerary.aio import run
 from itinerary.load.receiver import ChannelNames, DeliveryReceivers
 from itinerary.load.report import build_report, render, write_chart, write_json
@@ -195,6 +196,7 @@ async def run_sender(
         if delay > 0:
             await asyncio.sleep(delay)
         reporter = asyncio.create_task(_report_progress(sender.stats, on_progress)) if on_progress else None
+        await stack.enter_async_context(periodic_collection())
         try:
             stats = await sender.run(origin)
         finally:
@@ -412,6 +414,11 @@ def run_load(options: LoadOptions, console: Console | None = None) -> int:
 
 async def run_load_async(options: LoadOptions, console: Console) -> dict[str, Any]:
     """The whole run: preflight, receivers, senders, progress, drain, report. Returns the report."""
+    async with periodic_collection():  # the receivers' records pile up; none is cyclic
+        return await _run_load(options, console)
+
+
+async def _run_load(options: LoadOptions, console: Console) -> dict[str, Any]:
     schedule = options.make_schedule()
     await preflight(options)
     gateways_before = await gateway_status(options)
