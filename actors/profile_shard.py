@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 HELD_BATCH_TIMEOUT = 30.0
 TIMER_ROUND = 10_000  # timers popped, logged and applied at most per round
 SNAPSHOT_SLICE = 500  # profiles packed and written per step of a snapshot (~10 ms of work)
+TRIM_ENTRIES = 8  # log entries dropped per transaction after a snapshot (~2 MB, ~15 ms)
 TIMERS = 3  # log entry kind: timers that fell due, as [[due, key, journey, instance, node], ...]
 TimerKey = tuple[str, str, str, str]  # profile key, journey, instance, node
 _pack = msgpack.Packer(use_bin_type=True).pack
@@ -348,6 +349,9 @@ class ProfileShard:
                         await asyncio.sleep(time.perf_counter() - began)
                 await self.drain_sends()
                 await self._io(self.store.mark_snapshot, upto, meta)
+                # The log before the point goes in small transactions, between appends.
+                while await self._io(self.store.trim_log, upto, TRIM_ENTRIES):
+                    pass
             except Exception:
                 self._dirty.update(dirty)  # written next time
                 raise

@@ -53,8 +53,17 @@ class ShardStore(Protocol):
         ...
 
     def mark_snapshot(self, upto_seq: int, meta: bytes) -> None:
-        """Complete a snapshot: record `meta` as of log entry `upto_seq` and drop the log up
-        to it, atomically (after a crash the old point and its log tail are still there)."""
+        """Complete a snapshot: record `meta` as of log entry `upto_seq`, atomically (after a
+        crash the old point and its log tail are still there). From then on `load` ignores
+        the entries up to it; `trim_log` drops them."""
+        ...
+
+    def trim_log(self, upto_seq: int, limit: int) -> int:
+        """Drop at most `limit` log entries at or before `upto_seq`; returns how many.
+
+        Called in a loop after `mark_snapshot`, a call per I/O job, so that appends go
+        between the calls: dropping ten seconds of log in one transaction held a shard's
+        log writes, and every ingest answer, for ~150 ms."""
         ...
 
     def close(self) -> None: ...

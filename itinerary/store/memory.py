@@ -34,6 +34,9 @@ class MemoryShardStore:
     def mark_snapshot(self, upto_seq: int, meta: bytes) -> None:
         pass
 
+    def trim_log(self, upto_seq: int, limit: int) -> int:
+        return 0
+
     def close(self) -> None:
         pass
 

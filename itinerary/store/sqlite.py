@@ -128,11 +128,24 @@ class SqliteShardStore:
         try:
             db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('shard', ?)", (meta,))
             db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('snapshot_seq', ?)", (str(upto_seq),))
-            db.execute("DELETE FROM log WHERE seq <= ?", (upto_seq,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def trim_log(self, upto_seq: int, limit: int) -> int:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = db.execute(
+                "DELETE FROM log WHERE seq IN (SELECT seq FROM log WHERE seq <= ? ORDER BY seq LIMIT ?)",
+                (upto_seq, limit),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return int(cursor.rowcount)
 
     def close(self) -> None:
         self._db.close()

@@ -15,6 +15,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from itinerary.actors.profile_shard import TRIM_ENTRIES
 from itinerary.clock import ManualClock
 from itinerary.engine.messages import outcome_for
 from itinerary.store.base import ShardStore
@@ -243,5 +244,48 @@ def test_a_profile_with_a_waiting_instance_is_never_evicted(store_at: StoreAt) -
         assert status["profiles"] == 1 and status["passivation"]["evictions"] == 0
         clock.advance(1800)
         assert await shard.fire_timers() == 1  # its timer still finds it
+
+    asyncio.run(scenario())
+
+
+def test_a_snapshot_drops_the_log_before_it_in_small_steps(store_at: StoreAt) -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        shard, _, _ = shard_on(store_at, clock)
+        for seq in range(20):
+            await shard.apply_batch("s", seq, blob(record("cart_add", seq)))
+        calls: list[int] = []
+        trim = shard.store.trim_log
+
+        def counted(upto: int, limit: int) -> int:
+            dropped = trim(upto, limit)
+            calls.append(dropped)
+            return dropped
+
+        shard.store.trim_log = counted
+        await shard.snapshot()
+        assert sum(calls) >= 20 and calls[-1] == 0
+        if isinstance(shard.store, SqliteShardStore):  # Redis frees the entries in one call
+            assert len(calls) > 2 and max(calls) <= TRIM_ENTRIES  # several small transactions
+        assert shard.store.load().log == []
+        again, _, _ = shard_on(store_at, clock)
+        assert again.recovery["replayed"] == 0 and (await again.status())["events_applied"] == 20
+
+    asyncio.run(scenario())
+
+
+def test_log_entries_a_crash_left_before_the_snapshot_point_are_not_replayed(store_at: StoreAt) -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        shard, _, _ = shard_on(store_at, clock)
+        await shard.apply_batch("s", 0, blob(record("cart_add", 1)))
+        shard.store.trim_log = lambda upto, limit: 0  # the process dies before it trims
+        await shard.snapshot()
+        await shard.apply_batch("s", 1, blob(record("purchase", 2)))
+        before = await shard.get_profile(KEY)
+        again, _, _ = shard_on(store_at, clock)
+        assert again.recovery["replayed"] == 1  # the purchase only; the cart add is in the snapshot
+        assert await again.get_profile(KEY) == before
+        assert (await again.status())["events_applied"] == 2
 
     asyncio.run(scenario())
