@@ -36,6 +36,7 @@ from itinerary.store.memory import MemoryOutboxStore
 
 _FINAL_STATE = {SENT: DONE, FAILED: DEAD, EXPIRED: DEAD}
 PRUNE_EVERY = 60.0  # seconds between sweeps of delivered messages past their retention
+PRUNE_SLICE = 2000  # delivered messages forgotten per transaction of a sweep
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,10 @@ class GatewayActor:
             await self._io_call(self.outbox.finish, final, time.time())
         if time.monotonic() - self._last_prune > PRUNE_EVERY:
             self._last_prune = time.monotonic()
-            await self._io_call(self.outbox.prune, time.time() - self._retention)
+            before = time.time() - self._retention
+            # In slices, each its own I/O job: the outbox's writes go on between them.
+            while await self._io_call(self.outbox.prune, before, PRUNE_SLICE) == PRUNE_SLICE:
+                pass
         if not self._route_throttled:
             outcomes = [o for o in outcomes if o["outcome"] != THROTTLED]
         self._route(outcomes)

@@ -101,8 +101,9 @@ class OutboxStore(Protocol):
         """Rows per state."""
         ...
 
-    def prune(self, before: float) -> int:
-        """Forget delivered messages finished before `before`; returns how many."""
+    def prune(self, before: float, limit: int) -> int:
+        """Forget at most `limit` delivered messages finished before `before`; returns how
+        many (the caller calls again, a call per I/O job, while it gets `limit`)."""
         ...
 
     def close(self) -> None: ...

@@ -84,8 +84,8 @@ class MemoryOutboxStore:
             counts[row.state] += 1
         return counts
 
-    def prune(self, before: float) -> int:
-        old = [k for k, row in self._rows.items() if row.state == DONE and (row.finished or 0.0) < before]
+    def prune(self, before: float, limit: int) -> int:
+        old = [k for k, row in self._rows.items() if row.state == DONE and (row.finished or 0.0) < before][:limit]
         for key in old:
             del self._rows[key]
         return len(old)

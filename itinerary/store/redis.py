@@ -169,8 +169,8 @@ class RedisOutboxStore:
         pending, done, dead = pipe.execute()
         return {PENDING: int(pending), DONE: int(done), DEAD: int(dead)}
 
-    def prune(self, before: float) -> int:
-        ids = self._db.zrangebyscore(self._finished, "-inf", f"({before}")
+    def prune(self, before: float, limit: int) -> int:
+        ids = self._db.zrangebyscore(self._finished, "-inf", f"({before}", start=0, num=limit)
         for chunk in _chunks(ids):
             pipe = self._db.pipeline(transaction=True)
             pipe.hdel(self._state, *chunk)

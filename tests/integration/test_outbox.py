@@ -180,3 +180,27 @@ def test_throttled_notices_reach_shards_only_when_a_journey_takes_them(tmp_path:
             await hooks.stop()
 
     asyncio.run(scenario())
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def outbox(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """A fresh outbox store on SQLite or Redis."""
+    from itinerary.store.redis import RedisOutboxStore
+    from itinerary.store.sqlite import SqliteOutboxStore
+
+    if request.param == "sqlite":
+        return SqliteOutboxStore(tmp_path / "outbox.db")
+    return RedisOutboxStore(request.getfixturevalue("redis_url"), "gateway-t", prefix=f"test-{uuid.uuid4().hex[:8]}")
+
+
+def test_prune_forgets_delivered_messages_past_retention_in_slices(outbox: Any) -> None:
+    outbox.add([(f"m{n}", b"request") for n in range(6)], 0.0)
+    outbox.finish([(f"m{n}", "done", b"sent") for n in range(3)], 100.0)  # delivered long ago
+    outbox.finish([("m3", "done", b"sent")], 500.0)  # delivered within the retention
+    outbox.finish([("m4", "dead", b"failed")], 100.0)  # a dead letter stays
+    assert [outbox.prune(200.0, 2) for _ in range(3)] == [2, 1, 0]
+    assert outbox.counts() == {"pending": 1, "done": 1, "dead": 1}
+    # a forgotten message is new again; the others are still known
+    known = {message_id for message_id, _, _ in outbox.add([("m0", b"r"), ("m3", b"r"), ("m4", b"r")], 600.0)}
+    assert known == {"m3", "m4"}
+    outbox.close()
