@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from itinerary.store.base import DEAD, DONE, PENDING, OutboxRow, ShardState
@@ -19,6 +20,18 @@ _SCHEMA_VERSION = 1  # outboxes and journey stores
 # row into version 1's WITHOUT ROWID table cost twice the CPU); version 1 is migrated.
 _SHARD_SCHEMA_VERSION = 2
 _IN_SLICE = 500  # ids per `IN (...)` lookup, well under SQLite's bound on parameters
+
+
+@contextmanager
+def _immediate(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction, taken at once (BEGIN IMMEDIATE): committed, or rolled back on any error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _connect(path: Path, sync: str, reads: tuple[int, ...] = (_SCHEMA_VERSION,)) -> sqlite3.Connection:
@@ -77,13 +90,8 @@ class SqliteShardStore:
         db = self._db
         first = self._seq + 1
         rows = [(first + i, kind, at, blob) for i, (kind, at, blob) in enumerate(entries)]
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(db):
             db.executemany("INSERT INTO log (seq, kind, at, blob) VALUES (?, ?, ?, ?)", rows)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         self._seq += len(rows)
         return self._seq
 
@@ -101,18 +109,13 @@ class SqliteShardStore:
 
     def write_profiles(self, upserts: list[tuple[str, bytes]]) -> None:
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(db):
             # In place: INSERT OR REPLACE would delete the row and insert it under a new rowid.
             db.executemany(
                 "INSERT INTO profiles (key, state) VALUES (?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET state = excluded.state",
                 upserts,
             )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def load_profiles(self, keys: list[str]) -> list[tuple[str, bytes]]:
         found: list[tuple[str, bytes]] = []
@@ -124,27 +127,17 @@ class SqliteShardStore:
 
     def mark_snapshot(self, upto_seq: int, meta: bytes) -> None:
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(db):
             db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('shard', ?)", (meta,))
             db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('snapshot_seq', ?)", (str(upto_seq),))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def trim_log(self, upto_seq: int, limit: int) -> int:
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(db):
             cursor = db.execute(
                 "DELETE FROM log WHERE seq IN (SELECT seq FROM log WHERE seq <= ? ORDER BY seq LIMIT ?)",
                 (upto_seq, limit),
             )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return int(cursor.rowcount)
 
     def close(self) -> None:
@@ -176,8 +169,7 @@ class SqliteOutboxStore:
     def add(self, requests: list[tuple[str, bytes]], now: float) -> list[OutboxRow]:
         db = self._db
         known: list[OutboxRow] = []
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(db):
             # One lookup per slice of ids, then one insert of the new ones: a statement per
             # message cost more than the message's delivery bookkeeping.
             seen: dict[str, tuple[str, bytes | None]] = {}
@@ -199,24 +191,15 @@ class SqliteOutboxStore:
                 "INSERT INTO outbox (id, state, request, created) VALUES (?, ?, ?, ?)",
                 [(message_id, PENDING, request, now) for message_id, request in fresh.items()],
             )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return known
 
     def finish(self, results: list[tuple[str, str, bytes]], now: float) -> None:
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(db):
             db.executemany(
                 "UPDATE outbox SET state = ?, outcome = ?, finished = ? WHERE id = ?",
                 [(state, outcome, now, message_id) for message_id, state, outcome in results],
             )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def pending(self) -> Iterator[bytes]:
         rows = self._db.execute("SELECT request FROM outbox WHERE state = ? ORDER BY n", (PENDING,)).fetchall()
@@ -233,16 +216,11 @@ class SqliteOutboxStore:
 
     def prune(self, before: float, limit: int) -> int:
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(db):
             cursor = db.execute(
                 "DELETE FROM outbox WHERE n IN (SELECT n FROM outbox WHERE state = ? AND finished < ? LIMIT ?)",
                 (DONE, before, limit),
             )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return int(cursor.rowcount)
 
     def close(self) -> None:
@@ -262,13 +240,8 @@ class SqliteJourneyStore:
         self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
     def save(self, versions: list[tuple[str, int, bytes]]) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(self._db):
             self._db.executemany("INSERT OR IGNORE INTO journeys (id, version, definition) VALUES (?, ?, ?)", versions)
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
 
     def load(self) -> list[bytes]:
         return [row[0] for row in self._db.execute("SELECT definition FROM journeys ORDER BY id, version")]
