@@ -98,7 +98,7 @@ class GatewayActor:
         await self._ensure_started()
         return self.name
 
-    async def submit(self, blob: bytes) -> dict[str, int]:
+    async def submit(self, blob: bytes) -> dict[str, float]:
         """Record the requests in the outbox, then queue the ones not seen before."""
         await self._ensure_started()
         requests: list[SendRequest] = msgpack.unpackb(blob, raw=False)

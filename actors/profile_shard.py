@@ -381,7 +381,7 @@ class ProfileShard:
         return bool(self._dirty) and time.monotonic() - self._last_snapshot >= self._snapshot_interval
 
     def _apply_records(self, blob: bytes | list[Any], now: float | None = None) -> int:
-        records = msgpack.unpackb(blob, raw=False) if type(blob) is bytes else blob
+        records: list[Any] = msgpack.unpackb(blob, raw=False) if isinstance(blob, bytes) else blob
         unpack = msgpack.unpackb
         now = self.clock() if now is None else now
         engine = self.engine

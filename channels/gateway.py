@@ -304,7 +304,7 @@ class ChannelGateway:
 
     # -- intake -------------------------------------------------------------------------
 
-    def submit(self, requests: list[SendRequest]) -> dict[str, int]:
+    def submit(self, requests: list[SendRequest]) -> dict[str, float]:
         """Queue `requests` without blocking; refused ones get a FAILED outcome at once.
 
         Returns {"queued": n, "rejected": m, "backlog_s": b}: `backlog_s` is how long the

@@ -147,7 +147,7 @@ class ProfileTable:
         """Journey instances held, per journey id, without unpacking passivated profiles."""
         counts = Counter({j: n for j, n in self._passivated_instances.items() if n > 0})
         for key in self._active:
-            counts.update(self._map[key]["journeys"].keys())  # type: ignore[index]
+            counts.update(self._map[key]["journeys"].keys())  # type: ignore[index, call-overload]
         return counts
 
     # -- passivation ------------------------------------------------------------------
