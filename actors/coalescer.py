@@ -61,7 +61,7 @@ class Coalescer:
         self._max_buffer = max_buffer
         self._buffer: list[Any] = []
         self._task: asyncio.Task[None] | None = None
-        self._hurry: asyncio.Event | None = None  # set while drain() runs: call now, do not wait
+        self._hurry = asyncio.Event()  # set while drain() runs: call now, do not wait
         self._draining = 0
         self._max_retries = max_retries
         self._backoff = backoff
@@ -95,7 +95,7 @@ class Coalescer:
             while self._buffer:
                 wait = self._last_call + self._interval - self._clock()
                 if wait > 0:
-                    await self._pause(wait)
+                    await wait_event(self._hurry, wait)
                 self._last_call = self._clock()
                 batch = self._buffer[: self._max_batch]
                 del self._buffer[: self._max_batch]
@@ -130,16 +130,9 @@ class Coalescer:
         finally:
             self._task = None
 
-    async def _pause(self, seconds: float) -> None:
-        if self._hurry is None:
-            self._hurry = asyncio.Event()
-        await wait_event(self._hurry, seconds)
-
     async def drain(self) -> None:
         """Hand over everything queued so far now (no waiting out an interval or a hold),
         and return once it has been."""
-        if self._hurry is None:
-            self._hurry = asyncio.Event()
         self._draining += 1
         self._hurry.set()
         try:

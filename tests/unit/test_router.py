@@ -48,19 +48,11 @@ def test_a_payload_holds_only_the_fields_journeys_and_profile_fields_read() -> N
 
 
 def test_a_journey_that_reads_the_whole_event_gets_all_of_it() -> None:
-    whole = {
-        "id": "echo",
-        "nodes": {
-            "start": {"type": "entry", "event": "cart_add", "next": "mail"},
-            "mail": {
-                "type": "action",
-                "channel": "email",
-                "next": "done",
-                "message": {"to": "profile.email", "subject": "s", "text": "{{ event }}"},
-            },
-            "done": {"type": "end"},
-        },
-    }
+    # the welcome journey, started by a cart add, with a message that prints the event
+    nodes = WELCOME["nodes"]
+    send = {**nodes["send"], "message": {**nodes["send"]["message"], "text": "{{ event }}"}}
+    start = {**nodes["start"], "event": "cart_add"}
+    whole = {**WELCOME, "id": "echo", "nodes": {**nodes, "start": start, "send": send}}
     [cart] = route(event("cart_add", 2, device={"type": "mobile"}), journeys=(whole,))
     assert set(payload(cart) or {}) >= {"device", "productListItems", "_id", "_ts", "identityMap", "timestamp"}
 
