@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from functools import partial
 from typing import Any
 
@@ -30,7 +31,7 @@ from itinerary.catalog import Catalog
 from itinerary.channels.gateway import ChannelGateway
 from itinerary.config.app import AppConfig
 from itinerary.engine.messages import EXPIRED, FAILED, SENT, THROTTLED, Outcome, SendRequest
-from itinerary.store.base import DEAD, DONE
+from itinerary.store.base import DEAD, DONE, OutboxRow
 from itinerary.store.factory import open_outbox_store
 from itinerary.store.memory import MemoryOutboxStore
 
@@ -80,6 +81,9 @@ class GatewayActor:
         self._last_prune = time.monotonic()
         self._resumed = 0
         self._resent = 0  # requests already known when submitted again
+        # Ids refused at the door (no outbox row) whose FAILED outcome is not out yet: it is
+        # emitted before anything else of the same id, so the first final outcome is it.
+        self._unrecorded: Counter[str] = Counter()
 
     def __repr__(self) -> str:
         return f"GatewayActor({self.name})"
@@ -99,22 +103,43 @@ class GatewayActor:
         return self.name
 
     async def submit(self, blob: bytes) -> dict[str, float]:
-        """Record the requests in the outbox, then queue the ones not seen before."""
+        """Record the requests in the outbox, then queue the ones not seen before.
+
+        Requests beyond the queue's room are refused at the door (FAILED, `queue full`)
+        without an outbox row: a channel fed faster than its limit for long refuses most
+        of what it is sent, and writing each refusal twice (pending, then dead) cost more
+        than a delivery and grew the outbox without bound. They are still looked up, so a
+        resend of a known message gets its recorded outcome, never a refusal."""
         await self._ensure_started()
         requests: list[SendRequest] = msgpack.unpackb(blob, raw=False)
+        room = self.gateway.room()
+        overflow = requests[room:]
+        if overflow:
+            requests = requests[:room]
         pack = msgpack.Packer(use_bin_type=True).pack
         rows = [(str(r.get("id")), pack(r)) for r in requests]
-        known = await self._io_call(self.outbox.add, rows, time.time())
-        if not known:
-            return self.gateway.submit(requests)
-        self._resent += len(known)
+        overflow_ids = [str(r.get("id")) for r in overflow]
+        known = await self._io_call(self._record, rows, overflow_ids, time.time())
         seen = {message_id for message_id, _, _ in known}
-        replies = [msgpack.unpackb(outcome, raw=False) for _, _, outcome in known if outcome is not None]
-        if replies:
-            self._route(replies)  # the shard asked again: tell it again how it ended
-        result = self.gateway.submit([r for r in requests if str(r.get("id")) not in seen])
-        result["known"] = len(known)
+        if known:
+            self._resent += len(known)
+            replies = [msgpack.unpackb(outcome, raw=False) for _, _, outcome in known if outcome is not None]
+            if replies:
+                self._route(replies)  # the shard asked again: tell it again how it ended
+            requests = [r for r in requests if str(r.get("id")) not in seen]
+        result = self.gateway.submit(requests)
+        if overflow:
+            refused = self.gateway.refuse_full([r for r in overflow if str(r.get("id")) not in seen])
+            self._unrecorded.update(str(r["id"]) for r in refused)
+            result["rejected"] += len(refused)
+        if known:
+            result["known"] = len(known)
         return result
+
+    def _record(self, rows: list[tuple[str, bytes]], lookups: list[str], now: float) -> list[OutboxRow]:
+        """On the I/O thread: add `rows` as pending and look up `lookups`; the rows known already."""
+        known = self.outbox.add(rows, now) if rows else []
+        return known + self.outbox.lookup(lookups) if lookups else known
 
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         """The most recent messages that failed for good or expired, with their reasons."""
@@ -142,7 +167,12 @@ class GatewayActor:
     async def _deliver(self, outcomes: list[Outcome]) -> None:
         """The gateway's outcome sink: record final outcomes, then send them to their shards."""
         pack = msgpack.Packer(use_bin_type=True).pack
-        final = [(str(o["id"]), _FINAL_STATE[o["outcome"]], pack(o)) for o in outcomes if o["outcome"] in _FINAL_STATE]
+        unrecorded = self._unrecorded
+        final = [
+            (str(o["id"]), _FINAL_STATE[o["outcome"]], pack(o))
+            for o in outcomes
+            if o["outcome"] in _FINAL_STATE and not (unrecorded and _take(unrecorded, str(o["id"])))
+        ]
         if final:
             await self._io_call(self.outbox.finish, final, time.time())
         if time.monotonic() - self._last_prune > PRUNE_EVERY:
@@ -168,3 +198,15 @@ class GatewayActor:
                     min_interval=self._outcome_interval,
                 )
             coalescer.add(batch)
+
+
+def _take(ids: Counter[str], message_id: str) -> bool:
+    """Count `message_id` off `ids` if it is there."""
+    left = ids.get(message_id)
+    if not left:
+        return False
+    if left == 1:
+        del ids[message_id]
+    else:
+        ids[message_id] = left - 1
+    return True

@@ -77,6 +77,8 @@ CATCH_UP = 0.07
 # waiting a millisecond more saves that extra round.
 EXPIRY_SLACK = 0.001
 
+QUEUE_FULL = "queue full"  # the reason a request finds no room in the queue
+
 # Without these a request can be neither delivered nor answered with an outcome, so it is
 # refused at the door (and logged) instead of failing deep inside a delivery task.
 _REQUIRED_KEYS = frozenset({"id", "channel", "shard", "profile", "journey", "instance", "node", "payload"})
@@ -336,7 +338,7 @@ class ChannelGateway:
             if len(self._queue) >= self.config.queue_size:
                 self._rejected["queue_full"] += 1
                 rejected += 1
-                self._emit(item, FAILED, now, reason="queue full")
+                self._emit(item, FAILED, now, reason=QUEUE_FULL)
                 continue
             if self._mode == "cap":
                 assert self._rate is not None
@@ -360,6 +362,29 @@ class ChannelGateway:
             self._wake.set()
         self._report_depth()
         return {"queued": queued, "rejected": rejected, "backlog_s": self.backlog(now)}
+
+    def room(self) -> int:
+        """How many more requests the queue takes now (0 when full)."""
+        return max(0, self.config.queue_size - len(self._queue))
+
+    def refuse_full(self, requests: list[SendRequest]) -> list[SendRequest]:
+        """Fail `requests` as `submit` fails those that find the queue full, without looking
+        for room: for a caller that measured `room()` first and kept the rest out of its
+        outbox. Returns those that got a FAILED outcome (after stop(), none: see `submit`)."""
+        if self._stopped:
+            self._rejected["stopped"] += len(requests)
+            return []
+        now = self._clock()
+        refused = []
+        for request in requests:
+            if not _REQUIRED_KEYS.issubset(request):
+                self._rejected["malformed"] += 1
+                log.error("%r: send request without %s", self, sorted(_REQUIRED_KEYS - set(request)))
+                continue
+            self._rejected["queue_full"] += 1
+            self._emit(_Pending(request=request, queued_at=now, expires_at=now), FAILED, now, reason=QUEUE_FULL)
+            refused.append(request)
+        return refused
 
     def backlog(self, now: float) -> float:
         """Seconds until the limiter admits the last message queued now (throttle mode)."""

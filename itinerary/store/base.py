@@ -85,6 +85,10 @@ class OutboxStore(Protocol):
         (a resend after a shard replay or a retried call), which are not added again."""
         ...
 
+    def lookup(self, ids: list[str]) -> list[OutboxRow]:
+        """The rows of those `ids` that are known, without adding any (read only)."""
+        ...
+
     def finish(self, results: list[tuple[str, str, bytes]], now: float) -> None:
         """Record final outcomes: (message id, DONE or DEAD, outcome)."""
         ...

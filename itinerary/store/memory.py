@@ -65,6 +65,10 @@ class MemoryOutboxStore:
                 known.append((message_id, row.state, row.outcome))
         return known
 
+    def lookup(self, ids: list[str]) -> list[OutboxRow]:
+        rows = self._rows
+        return [(i, rows[i].state, rows[i].outcome) for i in ids if i in rows]
+
     def finish(self, results: list[tuple[str, str, bytes]], now: float) -> None:
         for message_id, state, outcome in results:
             row = self._rows.get(message_id)

@@ -135,6 +135,19 @@ class RedisOutboxStore:
             for message_id, state, outcome in zip(known_ids, states, outcomes, strict=True)
         ]
 
+    def lookup(self, ids: list[str]) -> list[OutboxRow]:
+        if not ids:
+            return []
+        pipe = self._db.pipeline(transaction=False)
+        pipe.hmget(self._state, ids)
+        pipe.hmget(self._outcome, ids)
+        states, outcomes = pipe.execute()
+        return [
+            (message_id, state.decode(), outcome)
+            for message_id, state, outcome in zip(ids, states, outcomes, strict=True)
+            if state is not None
+        ]
+
     def finish(self, results: list[tuple[str, str, bytes]], now: float) -> None:
         if not results:
             return

@@ -172,15 +172,7 @@ class SqliteOutboxStore:
         with _immediate(db):
             # One lookup per slice of ids, then one insert of the new ones: a statement per
             # message cost more than the message's delivery bookkeeping.
-            seen: dict[str, tuple[str, bytes | None]] = {}
-            ids = [message_id for message_id, _ in requests]
-            for start in range(0, len(ids), _IN_SLICE):
-                chunk = ids[start : start + _IN_SLICE]
-                marks = ",".join("?" * len(chunk))
-                for message_id, state, outcome in db.execute(
-                    f"SELECT id, state, outcome FROM outbox WHERE id IN ({marks})", chunk
-                ):
-                    seen[message_id] = (state, outcome)
+            seen = self._seen([message_id for message_id, _ in requests])
             fresh: dict[str, bytes] = {}
             for message_id, request in requests:
                 if message_id in seen:
@@ -192,6 +184,21 @@ class SqliteOutboxStore:
                 [(message_id, PENDING, request, now) for message_id, request in fresh.items()],
             )
         return known
+
+    def lookup(self, ids: list[str]) -> list[OutboxRow]:
+        seen = self._seen(ids)
+        return [(message_id, *seen[message_id]) for message_id in ids if message_id in seen]
+
+    def _seen(self, ids: list[str]) -> dict[str, tuple[str, bytes | None]]:
+        seen: dict[str, tuple[str, bytes | None]] = {}
+        for start in range(0, len(ids), _IN_SLICE):
+            chunk = ids[start : start + _IN_SLICE]
+            marks = ",".join("?" * len(chunk))
+            for message_id, state, outcome in self._db.execute(
+                f"SELECT id, state, outcome FROM outbox WHERE id IN ({marks})", chunk
+            ):
+                seen[message_id] = (state, outcome)
+        return seen
 
     def finish(self, results: list[tuple[str, str, bytes]], now: float) -> None:
         db = self._db

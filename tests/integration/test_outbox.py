@@ -43,7 +43,9 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
     return {"storage": {"backend": "redis", "redis_url": {"env": "OUTBOX_TEST_REDIS_URL"}, "key_prefix": prefix}}
 
 
-def app_for(url: str, storage: dict[str, Any], calls_per_s: int) -> AppConfig:
+def app_for(
+    url: str, storage: dict[str, Any], calls_per_s: int, queue_size: int = 10_000, period: str = "PT1S"
+) -> AppConfig:
     return AppConfig.model_validate(
         {
             "runtime": {**storage, "outcome_flush": "PT0.01S"},
@@ -53,7 +55,8 @@ def app_for(url: str, storage: dict[str, Any], calls_per_s: int) -> AppConfig:
                     "url": url,
                     "allow_private": True,
                     "token": {"env": "OUTBOX_TEST_TOKEN"},
-                    "limit": {"calls": calls_per_s, "period": "PT1S", "burst": 1, "mode": "throttle"},
+                    "limit": {"calls": calls_per_s, "period": period, "burst": 1, "mode": "throttle"},
+                    "queue_size": queue_size,
                 }
             },
         },
@@ -139,6 +142,39 @@ def test_failed_messages_stay_as_dead_letters_with_their_reason(storage: dict[st
             assert {d["id"] for d in dead} == {request(1)["id"], request(2)["id"]}
             assert all(d["outcome"] == "failed" and "401" in str(d["reason"]) + str(d["status"]) for d in dead)
             assert (await actor.stats())["outbox"]["dead"] == 2
+            await actor.stop()
+        finally:
+            await hooks.stop()
+
+    asyncio.run(scenario())
+
+
+def test_requests_over_the_queue_are_refused_without_an_outbox_row(storage: dict[str, Any]) -> None:
+    async def scenario() -> None:
+        hooks = WebhookReceiver(token=TOKEN)
+        await hooks.start()
+        try:
+            # one call an hour: request(0) takes the burst, the rest stay queued for the test
+            app = app_for(f"{hooks.url}/hook", storage, calls_per_s=1, queue_size=3, period="PT1H")
+            actor, shard = gateway(app)
+            await actor.submit(msgpack.packb([request(0)]))
+            assert await wait_until(lambda: any(o["outcome"] == "sent" for o in shard.outcomes), timeout=10)
+            # request(0) is done; the queue is empty again and takes 3 of the next 6
+            answer = await actor.submit(msgpack.packb([request(n) for n in range(1, 7)]))
+            assert answer["queued"] == 3 and answer["rejected"] == 3
+            # a resend of a known message past the room gets its recorded outcome, not a refusal
+            again = await actor.submit(msgpack.packb([request(7), request(0)]))
+            assert again["known"] == 1 and again["rejected"] == 1
+            refused = {request(n)["id"] for n in (4, 5, 6, 7)}
+            assert await wait_until(
+                lambda: {o["id"] for o in shard.outcomes if o["reason"] == "queue full"} == refused, timeout=10
+            )
+            assert sum(o["id"] == request(0)["id"] and o["outcome"] == "sent" for o in shard.outcomes) == 2
+            stats = await actor.stats()
+            assert stats["rejected"]["queue_full"] == 4
+            # the refused ones left nothing behind: no dead letters, and a restart resumes only the queued
+            assert stats["outbox"]["dead"] == 0 and stats["outbox"]["pending"] + stats["outbox"]["done"] == 4
+            assert {d["id"] for d in await actor.dead_letters()} == set()
             await actor.stop()
         finally:
             await hooks.stop()
