@@ -361,6 +361,21 @@ async def test_email_soft_bounce_is_retried_and_hard_bounce_is_not(smtp: SmtpRec
     assert [m.idempotency_key for m in smtp.messages] == [mail_request(2)["id"]]
 
 
+async def test_a_recipient_the_relay_refuses_fails_for_good_and_the_session_goes_on(
+    smtp: SmtpReceiver, gateway: GatewayFactory
+) -> None:
+    gw, sink = await gateway(email_config(smtp.port, max_connections=1), name="email")
+    gw.submit([mail_request(1, to="user1@@example.com")])  # aiosmtpd refuses it at RCPT
+    assert await sink.wait_final(1)
+    refused = sink.final()[mail_request(1)["id"]]
+    assert (refused["outcome"], refused["attempts"]) == (FAILED, 1)
+    assert refused["status"] == 553 and refused["reason"].startswith("smtp 553")
+    gw.submit([mail_request(2)])
+    assert await sink.wait_final(2)
+    assert sink.final()[mail_request(2)["id"]]["outcome"] == SENT
+    assert [m.rcpt_tos for m in smtp.messages] == [("user2@example.com",)]
+
+
 async def test_email_relay_down_is_retried_then_fails(gateway: GatewayFactory) -> None:
     retry = RetryConfig(max_retries=1, backoff=ms(10), max_backoff=ms(20))
     port = free_port("127.0.0.1")
