@@ -129,9 +129,10 @@ class GatewayActor:
             requests = [r for r in requests if str(r.get("id")) not in seen]
         result = self.gateway.submit(requests)
         if overflow:
-            refused = self.gateway.refuse_full([r for r in overflow if str(r.get("id")) not in seen])
+            unknown = [r for r in overflow if str(r.get("id")) not in seen]
+            refused = self.gateway.refuse_full(unknown)
             self._unrecorded.update(str(r["id"]) for r in refused)
-            result["rejected"] += len(refused)
+            result["rejected"] += len(unknown)  # malformed ones, or all after stop(), too
         if known:
             result["known"] = len(known)
         return result
