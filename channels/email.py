@@ -15,11 +15,13 @@ import time
 import uuid
 from email.header import Header
 from email.utils import formatdate, parseaddr
+from typing import cast
 from urllib.parse import quote
 
 import aiosmtplib
 
 from itinerary.channels.retry import DeliveryResult, classify_smtp
+from itinerary.channels.smtp_session import SmtpSession, prepare_data
 from itinerary.config.channels import EmailChannelConfig
 from itinerary.engine.messages import SendRequest
 
@@ -89,14 +91,19 @@ def _header_safe(value: str) -> str:
 
 
 class EmailProvider:
-    """Delivers send requests as e-mails through one SMTP relay, reusing sessions."""
+    """Delivers send requests as e-mails through one SMTP relay, reusing sessions.
+
+    aiosmtplib opens each session (greeting, EHLO, STARTTLS, AUTH); the transactions then
+    run on `SmtpSession`, pipelined when the relay advertises PIPELINING.
+    """
 
     def __init__(self, config: EmailChannelConfig) -> None:
         self._config = config
-        self._envelope_sender = parseaddr(config.sender)[1] or config.sender
+        # Checked to be ASCII, with no brackets or line breaks, by the channel config.
+        self._envelope_sender = (parseaddr(config.sender)[1] or config.sender).encode("ascii")
         self._timeout = config.timeout.total_seconds()
-        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []  # (session, idle since)
-        self._busy: set[aiosmtplib.SMTP] = set()
+        self._idle: list[tuple[SmtpSession, float]] = []  # (session, idle since)
+        self._busy: set[SmtpSession] = set()
         # Bounds open sessions even if the provider is used without a gateway in front.
         self._slots = asyncio.Semaphore(config.max_connections)
 
@@ -109,51 +116,52 @@ class EmailProvider:
     async def close(self) -> None:
         """Say QUIT on idle sessions and drop busy ones."""
         idle, self._idle = self._idle, []
-        for smtp, _ in idle:
-            await _quit(smtp)
-        for smtp in list(self._busy):
-            smtp.close()
+        for session, _ in idle:
+            await session.quit()
+        for session in list(self._busy):
+            session.close()
         self._busy.clear()
 
     async def deliver(self, request: SendRequest) -> DeliveryResult:
         """Make one attempt to deliver `request`; never raises for SMTP or network errors."""
         try:
             message = build_message(request, self._config.sender)
+            # build_message refused anything but a plain ASCII address with an @.
+            recipient = str(request["payload"]["to"]).encode("ascii")
         except (KeyError, TypeError, ValueError) as exc:
             return DeliveryResult.permanent(f"bad payload: {type(exc).__name__}: {exc}"[:200])
+        data = prepare_data(message)
         async with self._slots:
             try:
-                smtp = await self._acquire()
+                session = await self._acquire()
             except aiosmtplib.SMTPResponseException as exc:
                 return classify_smtp(exc.code, exc.message)
             except (aiosmtplib.SMTPException, OSError) as exc:
                 return DeliveryResult.transient(self._network_reason(exc))
             try:
-                await smtp.sendmail(self._envelope_sender, [request["payload"]["to"]], message)
-            except aiosmtplib.SMTPRecipientsRefused as exc:
-                self._discard(smtp)
-                first = exc.recipients[0]
-                return classify_smtp(first.code, first.message)
-            except aiosmtplib.SMTPResponseException as exc:
-                self._discard(smtp)
-                return classify_smtp(exc.code, exc.message)
-            except (aiosmtplib.SMTPException, OSError) as exc:
-                self._discard(smtp)
+                reply = await session.send_mail(self._envelope_sender, recipient, data)
+            except (OSError, TimeoutError) as exc:  # SmtpSessionClosed is a ConnectionError
+                self._discard(session)
                 return DeliveryResult.transient(self._network_reason(exc))
             except BaseException:
-                self._discard(smtp)  # cancelled mid-transaction: the session state is unknown
+                self._discard(session)  # cancelled mid-transaction: the session state is unknown
                 raise
-            self._release(smtp)
-            return DeliveryResult.delivered(250)
+            if not 200 <= reply.code < 300:
+                # A refusal leaves the session mid-transaction (or the relay unhappy with
+                # it): a fresh one is cheaper to reason about than RSET and a retry of it.
+                self._discard(session)
+                return classify_smtp(reply.code, reply.text)
+            self._release(session)
+            return DeliveryResult.delivered(reply.code)
 
-    async def _acquire(self) -> aiosmtplib.SMTP:
+    async def _acquire(self) -> SmtpSession:
         now = time.monotonic()
         while self._idle:
-            smtp, since = self._idle.pop()
-            if smtp.is_connected and now - since < _MAX_IDLE:
-                self._busy.add(smtp)
-                return smtp
-            await _quit(smtp)
+            session, since = self._idle.pop()
+            if session.is_open and now - since < _MAX_IDLE:
+                self._busy.add(session)
+                return session
+            await session.quit()
         config = self._config
         smtp = aiosmtplib.SMTP(
             hostname=config.host,
@@ -166,19 +174,32 @@ class EmailProvider:
         )
         try:
             await smtp.connect()
+            if smtp.is_ehlo_or_helo_needed:  # connect() greets only before STARTTLS or AUTH
+                try:
+                    await smtp.ehlo()
+                except aiosmtplib.SMTPHeloError:
+                    await smtp.helo()
+            # Ray runs actors on uvloop, whose transports are not asyncio.Transport
+            # subclasses but have the same methods.
+            transport = cast(asyncio.Transport | None, smtp.transport)
+            if transport is None or transport.is_closing():
+                raise aiosmtplib.SMTPServerDisconnected("the relay closed the session after the greeting")
         except BaseException:
             smtp.close()  # the greeting, STARTTLS or AUTH failed after the socket opened
             raise
-        self._busy.add(smtp)
-        return smtp
+        # From here the session's transport belongs to SmtpSession; aiosmtplib's object
+        # is not used again.
+        session = SmtpSession(transport, smtp.supports_extension("pipelining"), self._timeout)
+        self._busy.add(session)
+        return session
 
-    def _release(self, smtp: aiosmtplib.SMTP) -> None:
-        self._busy.discard(smtp)
-        self._idle.append((smtp, time.monotonic()))
+    def _release(self, session: SmtpSession) -> None:
+        self._busy.discard(session)
+        self._idle.append((session, time.monotonic()))
 
-    def _discard(self, smtp: aiosmtplib.SMTP) -> None:
-        self._busy.discard(smtp)
-        smtp.close()
+    def _discard(self, session: SmtpSession) -> None:
+        self._busy.discard(session)
+        session.close()
 
     def _network_reason(self, exc: BaseException) -> str:
         where = f"{self._config.host}:{self._config.port}"
@@ -186,15 +207,5 @@ class EmailProvider:
             return f"timeout after {self._timeout}s"
         if isinstance(exc, ConnectionRefusedError) or isinstance(exc.__cause__, ConnectionRefusedError):
             return f"connection refused: {where}"
-        # aiosmtplib messages name host and port, never the credentials.
+        # Session errors name host and port, never the credentials.
         return f"smtp connection error: {where}: {exc}"[:200]
-
-
-async def _quit(smtp: aiosmtplib.SMTP) -> None:
-    try:
-        if smtp.is_connected:
-            await smtp.quit(timeout=2.0)
-    except (aiosmtplib.SMTPException, OSError):
-        pass
-    finally:
-        smtp.close()

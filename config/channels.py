@@ -7,6 +7,7 @@ written as `{env: NAME}` or `{file: PATH}` and stay masked in repr, str and JSON
 from __future__ import annotations
 
 from datetime import timedelta
+from email.utils import parseaddr
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -192,6 +193,10 @@ class EmailChannelConfig(ChannelBase):
     def _address(cls, value: str) -> str:
         if "@" not in value or any(ch in value for ch in "\r\n"):
             raise ValueError(f"sender must be an e-mail address, got {value!r}")
+        address = parseaddr(value)[1] or value
+        if not value.isascii() or "@" not in address or any(ch in address for ch in "<> "):
+            # It goes into the From header and MAIL FROM as is: no SMTPUTF8, no RFC 2047.
+            raise ValueError(f"sender must be an ASCII e-mail address (Name <user@host> is fine), got {value!r}")
         return value
 
     @model_validator(mode="after")

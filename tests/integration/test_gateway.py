@@ -115,9 +115,10 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
     await server.stop()
 
 
-@pytest.fixture
-async def smtp() -> AsyncIterator[SmtpReceiver]:
-    server = SmtpReceiver()
+@pytest.fixture(params=[True, False], ids=["pipelining", "no-pipelining"])
+async def smtp(request: pytest.FixtureRequest) -> AsyncIterator[SmtpReceiver]:
+    """The relay, with and without PIPELINING: each e-mail test runs both transactions."""
+    server = SmtpReceiver(pipelining=request.param)
     await server.start()
     yield server
     await server.stop()

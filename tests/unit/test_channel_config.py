@@ -118,6 +118,9 @@ def test_email_consistency() -> None:
     assert "choose one" in errors_of({**base, "starttls": True, "use_tls": True})
     assert "go together" in errors_of({**base, "username": "bob"})
     assert "e-mail address" in errors_of({**base, "sender": "nobody"})
+    # The sender goes into MAIL FROM and the From header as it is: ASCII, one address.
+    assert "ASCII e-mail address" in errors_of({**base, "sender": "Zoë <news@example.com>"})
+    assert ADAPTER.validate_python({**base, "sender": "News <news@example.com>"}).sender == "News <news@example.com>"
 
 
 def test_secrets_come_from_env_and_never_show(monkeypatch: pytest.MonkeyPatch) -> None:
