@@ -146,12 +146,14 @@ class EmailProvider:
             except BaseException:
                 self._discard(session)  # cancelled mid-transaction: the session state is unknown
                 raise
-            if not 200 <= reply.code < 300:
-                # A refusal leaves the session mid-transaction (or the relay unhappy with
-                # it): a fresh one is cheaper to reason about than RSET and a retry of it.
+            # A refused transaction was reset: the session goes back to the pool unless
+            # the relay closed it (421) or would not reset it.
+            if session.is_open:
+                self._release(session)
+            else:
                 self._discard(session)
+            if not 200 <= reply.code < 300:
                 return classify_smtp(reply.code, reply.text)
-            self._release(session)
             return DeliveryResult.delivered(reply.code)
 
     async def _acquire(self) -> SmtpSession:

@@ -94,7 +94,10 @@ class SmtpSession(asyncio.Protocol):
         relay's answer to the message (250) when all went well.
 
         `sender` and `recipient` are bare ASCII addresses, already checked for CR, LF and
-        angle brackets; `message` is DATA content from `prepare_data`. Raises
+        angle brackets; `message` is DATA content from `prepare_data`. A transaction the
+        relay refuses before the message is reset with RSET, so the session stays usable
+        (a bounce does not cost a new connection, TLS handshake and login); after a 421,
+        or when RSET fails, the session is closed and `is_open` is False. Raises
         SmtpSessionClosed or TimeoutError when the session fails; the caller drops it.
         """
         mail = b"MAIL FROM:<" + sender + b">\r\n"
@@ -111,23 +114,36 @@ class SmtpSession(asyncio.Protocol):
             self._write(mail)
             (mail_reply,) = await self._read(1)
             if not _ok(mail_reply):
-                return mail_reply
+                return await self._refused(mail_reply)
             self._write(rcpt)
             (rcpt_reply,) = await self._read(1)
             if not _ok(rcpt_reply):
-                return rcpt_reply
+                return await self._refused(rcpt_reply)
             self._write(b"DATA\r\n")
             (data_reply,) = await self._read(1)
         for reply in (mail_reply, rcpt_reply):
             if not _ok(reply):
-                return reply
+                return await self._refused(reply)
         if data_reply.code != 354:
             if data_reply.code < 400:  # only 354 lets the message follow
                 raise SmtpSessionClosed(f"unexpected reply to DATA: {data_reply.code}")
-            return data_reply
+            return await self._refused(data_reply)
         self._write(message)
         (done,) = await self._read(1)
-        return done
+        if done.code == 421:  # the relay is closing the session
+            self.close()
+        return done  # after the message the relay is ready for the next transaction
+
+    async def _refused(self, reply: SmtpReply) -> SmtpReply:
+        """End a transaction the relay refused (RSET), or the session if it cannot go on."""
+        if reply.code == 421 or not self.is_open:
+            self.close()
+            return reply
+        self._write(b"RSET\r\n")
+        (reset,) = await self._read(1)
+        if not _ok(reset):
+            self.close()
+        return reply
 
     async def quit(self) -> None:
         """Say QUIT and close; errors are ignored (the session is finished either way)."""

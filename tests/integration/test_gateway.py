@@ -360,6 +360,7 @@ async def test_email_soft_bounce_is_retried_and_hard_bounce_is_not(smtp: SmtpRec
     assert first["reason"] == "smtp 550 5.1.1 mailbox unavailable"
     assert (second["outcome"], second["attempts"]) == (SENT, 1)
     assert [m.idempotency_key for m in smtp.messages] == [mail_request(2)["id"]]
+    assert smtp.sessions == 1  # a refused message ends its transaction, not the session
 
 
 async def test_a_recipient_the_relay_refuses_fails_for_good_and_the_session_goes_on(
@@ -375,6 +376,7 @@ async def test_a_recipient_the_relay_refuses_fails_for_good_and_the_session_goes
     assert await sink.wait_final(2)
     assert sink.final()[mail_request(2)["id"]]["outcome"] == SENT
     assert [m.rcpt_tos for m in smtp.messages] == [("user2@example.com",)]
+    assert smtp.sessions == 1  # the refused transaction was reset, not the session dropped
 
 
 async def test_email_relay_down_is_retried_then_fails(gateway: GatewayFactory) -> None:

@@ -113,6 +113,8 @@ async def test_data_after_a_refused_recipient_is_ended_and_the_session_stays_in_
     refused = await session.send_mail(SENDER, b"bad@example.com", MESSAGE)
     assert (refused.code, refused.text) == (550, "5.1.1 no such user")
     assert "." in scripted.received  # the empty message was ended
+    assert scripted.received[-1] == "RSET"  # and the refused transaction reset
+    assert session.is_open
     assert (await session.send_mail(SENDER, b"good@example.com", MESSAGE)).code == 250
     session.close()
 
@@ -176,3 +178,24 @@ def test_the_provider_delivers_on_uvloop_as_ray_actors_run() -> None:
             await relay.stop()
 
     assert uvloop.run(deliver_two()) == [True, True]
+
+
+@pytest.mark.parametrize(
+    ("answers", "why"),
+    [({"RCPT": "421 4.3.2 shutting down"}, "the relay is closing"), ({"RSET": "500 no"}, "RSET refused")],
+)
+async def test_a_session_that_cannot_go_on_after_a_refusal_is_closed(
+    scripted: ScriptedRelay, answers: dict[str, str], why: str
+) -> None:
+    def answer(command: str) -> list[str] | None:
+        verb = command.split(":")[0].split(" ")[0]
+        if verb == "RCPT" and "RCPT" not in answers:
+            return ["550 5.1.1 no such user"]
+        if verb == "DATA":
+            return ["503 5.5.1 no valid recipients"]
+        return [answers.get(verb, "250 ok")]
+
+    session = await open_session(await scripted.start(answer))
+    reply = await session.send_mail(SENDER, b"user@example.com", MESSAGE)
+    assert reply.code in (421, 550), why
+    assert not session.is_open, why
