@@ -139,8 +139,12 @@ class SmtpSession(asyncio.Protocol):
         if reply.code == 421 or not self.is_open:
             self.close()
             return reply
-        self._write(b"RSET\r\n")
-        (reset,) = await self._read(1)
+        try:
+            self._write(b"RSET\r\n")
+            (reset,) = await self._read(1)
+        except (OSError, TimeoutError):  # the refusal is the answer; only the session is lost
+            self.close()
+            return reply
         if not _ok(reset):
             self.close()
         return reply

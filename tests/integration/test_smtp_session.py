@@ -182,10 +182,14 @@ def test_the_provider_delivers_on_uvloop_as_ray_actors_run() -> None:
 
 @pytest.mark.parametrize(
     ("answers", "why"),
-    [({"RCPT": "421 4.3.2 shutting down"}, "the relay is closing"), ({"RSET": "500 no"}, "RSET refused")],
+    [
+        ({"RCPT": "421 4.3.2 shutting down"}, "the relay is closing"),
+        ({"RSET": "500 no"}, "RSET refused"),
+        ({"RSET": None}, "the relay hangs up at RSET"),
+    ],
 )
 async def test_a_session_that_cannot_go_on_after_a_refusal_is_closed(
-    scripted: ScriptedRelay, answers: dict[str, str], why: str
+    scripted: ScriptedRelay, answers: dict[str, str | None], why: str
 ) -> None:
     def answer(command: str) -> list[str] | None:
         verb = command.split(":")[0].split(" ")[0]
@@ -193,7 +197,8 @@ async def test_a_session_that_cannot_go_on_after_a_refusal_is_closed(
             return ["550 5.1.1 no such user"]
         if verb == "DATA":
             return ["503 5.5.1 no valid recipients"]
-        return [answers.get(verb, "250 ok")]
+        reply = answers.get(verb, "250 ok")
+        return None if reply is None else [reply]
 
     session = await open_session(await scripted.start(answer))
     reply = await session.send_mail(SENDER, b"user@example.com", MESSAGE)
