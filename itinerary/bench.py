@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -236,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         help="override every channel's limit (calls per second); default: the config's",
     )
     parser.add_argument("--config", default=str(REPO / "config/examples/demo.yaml"))
+    parser.add_argument(
+        "--keep-data", action="store_true", help="keep each backend's data directory (removed by default)"
+    )
     parser.add_argument("--out", default=str(REPO / "results/bench_pipeline.json"))
     args = parser.parse_args(argv)
     return run(_main(args))
@@ -270,16 +274,24 @@ async def _main(args: argparse.Namespace) -> int:
     try:
         for backend in args.storage.split(","):
             os.environ["ITINERARY__RUNTIME__STORAGE__BACKEND"] = backend
-            os.environ["ITINERARY__RUNTIME__DATA_DIR"] = tempfile.mkdtemp(prefix=f"itinerary-bench-{backend}-")
+            data_dir = tempfile.mkdtemp(prefix=f"itinerary-bench-{backend}-")
+            os.environ["ITINERARY__RUNTIME__DATA_DIR"] = data_dir
             app = load_config(args.config)
             rounds: list[dict[str, Any]] = []
             console.print(f"[{backend}] starting the pipeline on a local Ray and warming it up...")
-            async with deployment(app, warmup, args.connections) as measure:
-                for number, bodies in enumerate(rounds_bodies, 1):
-                    console.print(f"[{backend}] round {number}: single-process ceiling, then the pipeline...")
-                    single = ceiling(app, bodies)
-                    full = await measure(bodies)
-                    rounds.append({"single_process": single, "pipeline": full})
+            try:
+                async with deployment(app, warmup, args.connections) as measure:
+                    for number, bodies in enumerate(rounds_bodies, 1):
+                        console.print(f"[{backend}] round {number}: single-process ceiling, then the pipeline...")
+                        single = ceiling(app, bodies)
+                        full = await measure(bodies)
+                        rounds.append({"single_process": single, "pipeline": full})
+            finally:
+                # Shard logs, snapshots and outboxes: 100-200 MB a run.
+                if args.keep_data:
+                    console.print(f"[{backend}] data kept in {data_dir}")
+                else:
+                    shutil.rmtree(data_dir, ignore_errors=True)
             results[backend] = {"rounds": rounds, "median": _summary(rounds)}
     finally:
         await hooks.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -54,8 +55,11 @@ async def _demo(config_file: str, profiles: int) -> int:
     os.environ["ITINERARY__CHANNELS__LOYALTY_API__URL"] = f"{http.url}/v1/loyalty/members"
     os.environ["ITINERARY__CHANNELS__STORE_PUSH__URL"] = f"{http.url}/v1/push/send"
     os.environ.setdefault("ITINERARY__RUNTIME__INGRESS__PORT", "0")
-    # Each demo starts from empty shard logs and outboxes, so its counts are its own.
-    os.environ.setdefault("ITINERARY__RUNTIME__DATA_DIR", tempfile.mkdtemp(prefix="itinerary-demo-"))
+    # Each demo starts from empty shard logs and outboxes, so its counts are its own; a
+    # directory the demo made for itself is removed at the end (a run leaves ~100 MB).
+    own_data = None
+    if "ITINERARY__RUNTIME__DATA_DIR" not in os.environ:
+        own_data = os.environ["ITINERARY__RUNTIME__DATA_DIR"] = tempfile.mkdtemp(prefix="itinerary-demo-")
     app = load_config(config_file)
     console.print(f"[bold]itinerary demo[/bold]: {profiles} profiles, config {config_file}")
     console.print(f"  SMTP receiver on 127.0.0.1:{smtp.port}, HTTP receiver on {http.url}")
@@ -85,6 +89,8 @@ async def _demo(config_file: str, profiles: int) -> int:
         ray.shutdown()
         await http.stop()
         await smtp.stop()
+        if own_data is not None:
+            shutil.rmtree(own_data, ignore_errors=True)
     return 0 if ok else 1
 
 

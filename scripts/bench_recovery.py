@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import msgpack
 
@@ -46,7 +48,14 @@ async def main(profiles: int, tail: int) -> dict[str, float]:
     os.environ["ITINERARY__RUNTIME__SHARDS"] = "1"
     ensure_local_keys()
     app = load_config(REPO / "config/examples/demo.yaml")
-    db = Path(tempfile.mkdtemp(prefix="itinerary-recovery-")) / "shard.db"
+    workdir = Path(tempfile.mkdtemp(prefix="itinerary-recovery-"))
+    try:
+        return await _measure(app, workdir / "shard.db", profiles, tail)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _measure(app: Any, db: Path, profiles: int, tail: int) -> dict[str, float]:
     generator = TrafficGenerator(profiles=profiles, seed=5)
     # one registration per profile so that every profile exists and holds journey state
     events = [generator.registration(p, time.time()) for p in range(profiles)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -75,9 +76,12 @@ def main() -> None:
             args.snapshot_every,
         ),
     ]
-    for name, store, every in runs:
-        seconds = asyncio.run(apply_all(app, blobs, store, every))
-        print(f"{name:45s} {seconds / args.events * 1e6:6.1f} µs of CPU per event")
+    try:
+        for name, store, every in runs:
+            seconds = asyncio.run(apply_all(app, blobs, store, every))
+            print(f"{name:45s} {seconds / args.events * 1e6:6.1f} µs of CPU per event")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,6 +130,7 @@ def latency_at(out: Path, rate: int, duration: int, tag: str = "") -> dict[str, 
         except subprocess.TimeoutExpired:
             os.killpg(up.pid, signal.SIGKILL)
         log.close()
+        shutil.rmtree(data, ignore_errors=True)  # shard logs and outboxes of the run
     delivery = report["delivery"]
     return {
         "rate": rate,
