@@ -30,13 +30,15 @@ def background() -> Iterator[BackgroundLoop]:
 
 
 @pytest.fixture(scope="module")
-def receivers(background: BackgroundLoop) -> Iterator[dict[str, Any]]:
+def receivers(background: BackgroundLoop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The module's receivers, and `data_root`: where its deployments keep their data."""
     smtp = SmtpReceiver()
     hooks = WebhookReceiver(token=TOKEN)
     flaky = WebhookReceiver(token=TOKEN)
     for receiver in (smtp, hooks, flaky):
         background.run(receiver.start())
-    yield {"smtp": smtp, "hooks": hooks, "flaky": flaky}
+    data_root = str(tmp_path_factory.mktemp("shard-data"))
+    yield {"smtp": smtp, "hooks": hooks, "flaky": flaky, "data_root": data_root}
     for receiver in (smtp, hooks, flaky):
         background.run(receiver.stop())
 
@@ -46,7 +48,7 @@ def system(ray_session: Any, receivers: dict[str, Any]) -> Iterator[dict[str, An
     """A running deployment: supervisor, 2 shards, 4 gateways, 1 ingress."""
     from itinerary.actors.runtime import launch_supervisor
 
-    app = test_config(receivers["smtp"], receivers["hooks"], receivers["flaky"])
+    app = test_config(receivers["smtp"], receivers["hooks"], receivers["flaky"], receivers["data_root"])
     supervisor = launch_supervisor(app, "test-config")
     info = ray_session.get(supervisor.start.remote(), timeout=120)
     yield {"url": info["urls"][0], "supervisor": supervisor, "app": app, **receivers}

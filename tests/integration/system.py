@@ -80,7 +80,9 @@ def post_events(url: str, events: Any) -> tuple[int, Any]:
     return status, body
 
 
-def test_config(smtp: SmtpReceiver, hooks: WebhookReceiver, flaky: WebhookReceiver) -> AppConfig:
+def test_config(
+    smtp: SmtpReceiver, hooks: WebhookReceiver, flaky: WebhookReceiver, data_root: str | None = None
+) -> AppConfig:
     os.environ["ITINERARY_TEST_TOKEN"] = TOKEN
     limit = {"calls": 1000, "period": "PT1S", "burst": 100}
     events = {
@@ -218,8 +220,9 @@ def test_config(smtp: SmtpReceiver, hooks: WebhookReceiver, flaky: WebhookReceiv
                 "partitions": 256,
                 "ray_namespace": f"itinerary-test-{uuid.uuid4().hex[:8]}",
                 "ingress": {"port": 0, "max_body_bytes": 1024 * 1024},
-                # Real SQLite logs and snapshots, in a directory of this test session.
-                "data_dir": tempfile.mkdtemp(prefix="itinerary-test-data-"),
+                # Real SQLite logs and snapshots, in a fresh directory under pytest's
+                # temporary root (which pytest prunes), so test runs leave nothing behind.
+                "data_dir": tempfile.mkdtemp(prefix="itinerary-test-data-", dir=data_root),
                 "storage": {"snapshot_interval": "PT2S"},
             },
             "events": events,
@@ -237,7 +240,7 @@ def deployment_variant(
     config as JSON data without channels), started under `name` and shut down after."""
     from itinerary.actors.runtime import launch_supervisor
 
-    base = test_config(receivers["smtp"], receivers["hooks"], receivers["flaky"])
+    base = test_config(receivers["smtp"], receivers["hooks"], receivers["flaky"], receivers["data_root"])
     data = base.model_dump(mode="json", by_alias=True, exclude={"channels"})
     data["runtime"].pop("security", None)
     edit(data)

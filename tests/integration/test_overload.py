@@ -28,7 +28,7 @@ NOW = "2026-11-29T10:00:00.000Z"
 def small_system(ray_session: Any, receivers: dict[str, Any]) -> Iterator[dict[str, Any]]:
     from itinerary.actors.runtime import launch_supervisor
 
-    app = deployment_config(receivers["smtp"], receivers["hooks"], receivers["flaky"])
+    app = deployment_config(receivers["smtp"], receivers["hooks"], receivers["flaky"], receivers["data_root"])
     ingress = app.runtime.ingress.model_copy(
         update={"max_queued_events": 3000, "max_inflight_batches": 1, "batch_max_events": 500}
     )
