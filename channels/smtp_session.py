@@ -67,8 +67,9 @@ class SmtpSession(asyncio.Protocol):
     """A session's transport after the greeting: sends commands, collects replies in order.
 
     Replies are parsed as they arrive and queued, so several replies in one read (the
-    answer to a pipelined group) are all kept. One transaction at a time; the caller
-    (channels.email) drops the session after any failure rather than recovering it.
+    answer to a pipelined group) are all kept. One transaction at a time. A transaction
+    the relay refuses is reset (RSET) and the session goes on; a session that failed
+    (dropped, silent past the timeout, answering garbage) is closed by the caller.
     """
 
     def __init__(self, transport: asyncio.Transport, pipelining: bool, timeout: float) -> None:
