@@ -100,7 +100,7 @@ class EmailProvider:
     def __init__(self, config: EmailChannelConfig) -> None:
         self._config = config
         # Checked to be ASCII, with no brackets or line breaks, by the channel config.
-        self._envelope_sender = (parseaddr(config.sender)[1] or config.sender).encode("ascii")
+        self._envelope_sender = parseaddr(config.sender)[1].encode("ascii")
         self._timeout = config.timeout.total_seconds()
         self._idle: list[tuple[SmtpSession, float]] = []  # (session, idle since)
         self._busy: set[SmtpSession] = set()

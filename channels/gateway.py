@@ -325,10 +325,8 @@ class ChannelGateway:
         # that many or more ahead of it in the queue has to wait for the limiter.
         free = ratelimit.available(self._tat, now, self._rate) if self._mode == "throttle" and self._rate else 0
         for request in requests:
-            if not _REQUIRED_KEYS.issubset(request):
-                self._rejected["malformed"] += 1
+            if not self._well_formed(request):
                 rejected += 1
-                log.error("%r: send request without %s", self, sorted(_REQUIRED_KEYS - set(request)))
                 continue
             deadline = request.get("deadline")
             expires_at = now + self._max_age
@@ -336,9 +334,8 @@ class ChannelGateway:
                 expires_at = min(expires_at, float(deadline))
             item = _Pending(request=request, queued_at=now, expires_at=expires_at)
             if len(self._queue) >= self.config.queue_size:
-                self._rejected["queue_full"] += 1
                 rejected += 1
-                self._emit(item, FAILED, now, reason=QUEUE_FULL)
+                self._refuse(item, now)
                 continue
             if self._mode == "cap":
                 assert self._rate is not None
@@ -375,16 +372,23 @@ class ChannelGateway:
             self._rejected["stopped"] += len(requests)
             return []
         now = self._clock()
-        refused = []
-        for request in requests:
-            if not _REQUIRED_KEYS.issubset(request):
-                self._rejected["malformed"] += 1
-                log.error("%r: send request without %s", self, sorted(_REQUIRED_KEYS - set(request)))
-                continue
-            self._rejected["queue_full"] += 1
-            self._emit(_Pending(request=request, queued_at=now, expires_at=now), FAILED, now, reason=QUEUE_FULL)
-            refused.append(request)
+        refused = [request for request in requests if self._well_formed(request)]
+        for request in refused:
+            self._refuse(_Pending(request=request, queued_at=now, expires_at=now), now)
         return refused
+
+    def _well_formed(self, request: SendRequest) -> bool:
+        """Whether `request` has every key a delivery needs; a malformed one is counted and logged."""
+        if _REQUIRED_KEYS.issubset(request):
+            return True
+        self._rejected["malformed"] += 1
+        log.error("%r: send request without %s", self, sorted(_REQUIRED_KEYS - set(request)))
+        return False
+
+    def _refuse(self, item: _Pending, now: float) -> None:
+        """Fail a request that finds no room in the queue."""
+        self._rejected["queue_full"] += 1
+        self._emit(item, FAILED, now, reason=QUEUE_FULL)
 
     def backlog(self, now: float) -> float:
         """Seconds until the limiter admits the last message queued now (throttle mode)."""

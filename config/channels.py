@@ -191,11 +191,10 @@ class EmailChannelConfig(ChannelBase):
     @field_validator("sender")
     @classmethod
     def _address(cls, value: str) -> str:
-        if "@" not in value or any(ch in value for ch in "\r\n"):
-            raise ValueError(f"sender must be an e-mail address, got {value!r}")
-        address = parseaddr(value)[1] or value
-        if not value.isascii() or "@" not in address or any(ch in address for ch in "<> "):
-            # It goes into the From header and MAIL FROM as is: no SMTPUTF8, no RFC 2047.
+        # It goes into the From header and MAIL FROM as is: no SMTPUTF8, no RFC 2047.
+        address = parseaddr(value)[1]
+        unsafe = any(ch in value for ch in "\r\n") or any(ch in address for ch in "<> ")
+        if not value.isascii() or "@" not in address or unsafe:
             raise ValueError(f"sender must be an ASCII e-mail address (Name <user@host> is fine), got {value!r}")
         return value
 

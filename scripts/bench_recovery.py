@@ -14,13 +14,13 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import msgpack
 
 from itinerary.actors.peers import LocalPeers
 from itinerary.actors.profile_shard import ProfileShard
 from itinerary.catalog import Catalog
+from itinerary.config.app import AppConfig
 from itinerary.config.loader import load_config
 from itinerary.engine.ingest import parse_body, validate_events
 from itinerary.engine.routing import RoutingTable
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def records_for(app, events: list[dict]) -> list[bytes]:  # type: ignore[no-untyped-def]
     router = EventRouter(Catalog.build(app), RoutingTable(app.runtime.partitions, 1))
-    blobs = []
+    blobs: list[bytes] = []
     for i in range(0, len(events), 1000):
         items = parse_body(json.dumps(events[i : i + 1000]).encode(), "application/json", max_events=1000)
         valid, _ = validate_events(items, now=time.time())
@@ -55,7 +55,7 @@ async def main(profiles: int, tail: int) -> dict[str, float]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def _measure(app: Any, db: Path, profiles: int, tail: int) -> dict[str, float]:
+async def _measure(app: AppConfig, db: Path, profiles: int, tail: int) -> dict[str, float]:
     generator = TrafficGenerator(profiles=profiles, seed=5)
     # one registration per profile so that every profile exists and holds journey state
     events = [generator.registration(p, time.time()) for p in range(profiles)]

@@ -70,10 +70,16 @@ async def test_replies_in_one_read_are_all_kept_and_split_ones_joined() -> None:
     assert (reply.code, reply.text) == (250, "2.0.0 queued")
 
 
-async def test_a_reply_that_is_not_smtp_fails_the_session() -> None:
-    session = SmtpSession(FakeTransport(), pipelining=False, timeout=5.0)
+async def start_sending(pipelining: bool) -> tuple[SmtpSession, asyncio.Future[Any]]:
+    """A session on a fake transport, with one transaction started and waiting for replies."""
+    session = SmtpSession(FakeTransport(), pipelining=pipelining, timeout=5.0)
     sending = asyncio.ensure_future(session.send_mail(b"a@x", b"b@y", b"hi\r\n.\r\n"))
     await settle()
+    return session, sending
+
+
+async def test_a_reply_that_is_not_smtp_fails_the_session() -> None:
+    session, sending = await start_sending(pipelining=False)
     session.data_received(b"HTTP/1.1 400 Bad Request\r\n")
     with pytest.raises(SmtpSessionClosed, match="not an SMTP reply"):
         await sending
@@ -81,18 +87,14 @@ async def test_a_reply_that_is_not_smtp_fails_the_session() -> None:
 
 
 async def test_a_reply_without_end_is_refused_once_it_is_too_long() -> None:
-    session = SmtpSession(FakeTransport(), pipelining=False, timeout=5.0)
-    sending = asyncio.ensure_future(session.send_mail(b"a@x", b"b@y", b"hi\r\n.\r\n"))
-    await settle()
+    session, sending = await start_sending(pipelining=False)
     session.data_received(b"250" + b"x" * 70_000)
     with pytest.raises(SmtpSessionClosed, match="too long"):
         await sending
 
 
 async def test_an_unexpected_success_to_data_is_a_protocol_error() -> None:
-    session = SmtpSession(FakeTransport(), pipelining=True, timeout=5.0)
-    sending = asyncio.ensure_future(session.send_mail(b"a@x", b"b@y", b"hi\r\n.\r\n"))
-    await settle()
+    session, sending = await start_sending(pipelining=True)
     session.data_received(b"250 ok\r\n250 ok\r\n250 ok\r\n")
     with pytest.raises(SmtpSessionClosed, match="unexpected reply to DATA"):
         await sending
