@@ -58,6 +58,7 @@ class GatewayActor:
             peers = RayPeers(app.runtime.ray_namespace)
         self.peers = peers
         self._config = app.channels[channel]
+        self._shards = app.runtime.shards
         self._kwargs: dict[str, Any] = {
             "outcome_sink": self._deliver,
             "observer": GatewayMetrics(),
@@ -101,6 +102,10 @@ class GatewayActor:
     async def ready(self) -> str:
         await self._ensure_started()
         return self.name
+
+    async def connect_peers(self) -> list[str]:
+        """Reach every shard once, at start (see Peers.connect); returns the shards not reached."""
+        return await self.peers.connect(shards=range(self._shards))
 
     async def submit(self, blob: bytes) -> dict[str, float]:
         """Record the requests in the outbox, then queue the ones not seen before.

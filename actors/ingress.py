@@ -109,6 +109,10 @@ class Ingress:
         app.router.add_get("/v1/profiles/{namespace}/{identity}", self.get_profile)
         app.router.add_get("/v1/status", self.get_status)
         app.router.add_get("/healthz", self.healthz)
+        # Before listening, so that the first requests find the shards already reached.
+        missed = await self.peers.connect(shards=range(len(self.batchers)))
+        if missed:
+            log.warning("%s: not reached at start (looked up on first use): %s", self.name, ", ".join(missed))
         self._runner = web.AppRunner(app, access_log=None)
         self._collector = asyncio.get_running_loop().create_task(collect_periodically())
         await self._runner.setup()

@@ -48,8 +48,8 @@ log = logging.getLogger(__name__)
 
 HELD_BATCH_TIMEOUT = 30.0
 TIMER_ROUND = 10_000  # timers popped, logged and applied at most per round
-SNAPSHOT_SLICE = 500  # profiles packed and written per step of a snapshot (~10 ms of work)
-TRIM_ENTRIES = 8  # log entries dropped per transaction after a snapshot (~2 MB, ~15 ms)
+SNAPSHOT_SLICE = 100  # profiles packed and written per step of a snapshot (~2 ms of work)
+TRIM_ENTRIES = 2  # log entries dropped per transaction after a snapshot (~0.5 MB, ~4 ms)
 TIMERS = 3  # log entry kind: timers that fell due, as [[due, key, journey, instance, node], ...]
 TimerKey = tuple[str, str, str, str]  # profile key, journey, instance, node
 _pack = msgpack.Packer(use_bin_type=True).pack
@@ -625,6 +625,11 @@ class ProfileShard:
     async def ready(self) -> str:
         self._ensure_timer_task()
         return self.name
+
+    async def connect_peers(self) -> list[str]:
+        """Reach every channel's gateway once, at start (see Peers.connect); returns the
+        gateways not reached."""
+        return await self.peers.connect(channels=self.catalog.config.channels)
 
     async def get_profile(self, key: str) -> dict[str, Any] | None:
         profile = self.profiles.peek(key)

@@ -67,6 +67,14 @@ class Supervisor:
         await asyncio.gather(
             *(g.ready.remote() for g in self.gateways.values()), *(s.ready.remote() for s in self.shards.values())
         )
+        # Each shard and gateway reaches the others now rather than on the first events.
+        missed = await asyncio.gather(
+            *(g.connect_peers.remote() for g in self.gateways.values()),
+            *(s.connect_peers.remote() for s in self.shards.values()),
+        )
+        not_reached = sorted({name for names in missed for name in names})
+        if not_reached:
+            log.warning("peers not reached at start (looked up on first use): %s", ", ".join(not_reached))
         for index in range(app.runtime.ingress.instances):
             self.ingresses[index] = runtime.launch_ingress(app, index, self.port)
         addresses = await asyncio.gather(*(i.start.remote() for i in self.ingresses.values()))

@@ -101,3 +101,26 @@ def _answers(handle: Any) -> bool:
         return True
     except Exception:
         return False
+
+
+def test_peers_reached_at_start_and_missing_ones_named(system: dict[str, Any]) -> None:
+    """The connect the supervisor and ingresses make at start: every running shard and
+    gateway answers; a name nobody holds comes back as not reached, in a bounded time."""
+    import asyncio
+
+    from itinerary.actors.peers import RayPeers
+
+    namespace = system["app"].runtime.ray_namespace
+    shards = system["app"].runtime.shards
+    channels = list(system["app"].channels)
+    peers = RayPeers(namespace)
+
+    async def connect() -> tuple[list[str], list[str]]:
+        reached = await peers.connect(shards=range(shards), channels=channels)
+        missing = await peers.connect(shards=[shards + 5], channels=["no-such-channel"])
+        return reached, missing
+
+    reached, missing = asyncio.run(asyncio.wait_for(connect(), 60))
+    assert reached == []
+    assert missing == [f"profile-shard-{shards + 5:02d}", "gateway-no-such-channel"]
+    assert len(peers._handles) == shards + len(channels)  # the reached ones stay cached
