@@ -132,12 +132,15 @@ class RuntimeSettings(Frozen):
     shards: int = Field(2, ge=1, le=1024)
     partitions: int = Field(4096, ge=1, le=1 << 20)
     data_dir: str = "./data"
-    # Each tick a shard fires what fell due (one log commit) and looks at its snapshot and
-    # passivation clocks; 50 ms keeps waits well within their second (issue 4 asks 1 s).
-    timer_tick: timedelta = timedelta(milliseconds=50)
-    # Outcomes only move journeys past their actions; a Ray call costs ~1.3 ms of CPU
-    # between its two ends, so each gateway sends each shard at most five calls a second.
-    outcome_flush: timedelta = timedelta(milliseconds=200)
+    # Each tick a shard fires what fell due (one log entry, grouped into the same commit as
+    # the events queued with it) and looks at its snapshot and passivation clocks. The tick
+    # bounds how late a wait ends: at 50 ms it was much of a reminder's delivery p99.
+    timer_tick: timedelta = timedelta(milliseconds=10)
+    # How often a busy gateway hands outcomes back to each shard (an idle one at once). A
+    # journey's next action waits for its outcome, so this is added to the delivery time
+    # of every second message; a Ray call costs ~1.3 ms of CPU between its two ends, so
+    # each gateway sends each shard at most ~33 calls a second.
+    outcome_flush: timedelta = timedelta(milliseconds=30)
     actor_num_cpus: float = Field(0.0, ge=0.0)
     ingress: IngressSettings = IngressSettings()
     identity: IdentitySettings = IdentitySettings()
