@@ -25,6 +25,7 @@ from itinerary.actors.coalescer import Coalescer
 from itinerary.actors.metrics import GatewayMetrics
 from itinerary.actors.names import gateway_name
 from itinerary.actors.peers import Peers
+from itinerary.actors.stalls import StallWatch
 from itinerary.actors.storeio import StoreCalls
 from itinerary.actors.tuning import tune_gc
 from itinerary.catalog import Catalog
@@ -59,6 +60,7 @@ class GatewayActor:
         self.peers = peers
         self._config = app.channels[channel]
         self._shards = app.runtime.shards
+        self._stalls = StallWatch(self.name)
         self._kwargs: dict[str, Any] = {
             "outcome_sink": self._deliver,
             "observer": GatewayMetrics(),
@@ -92,6 +94,7 @@ class GatewayActor:
     async def _ensure_started(self) -> None:
         if not self._started:
             self._started = True
+            self._stalls.start()
             await self.gateway.start()
             pending = [msgpack.unpackb(b, raw=False) for b in await self._io_call(lambda: list(self.outbox.pending()))]
             if pending:
@@ -161,6 +164,7 @@ class GatewayActor:
             "resent": self._resent,
         }
         stats["shard_calls"] = {str(shard): c.calls for shard, c in sorted(self._returns.items())}
+        stats["stalls"] = self._stalls.summary()
         return stats
 
     async def stop(self) -> None:
@@ -169,6 +173,7 @@ class GatewayActor:
             # a stopped gateway cannot start again: the next call gets a fresh one
             self.gateway = ChannelGateway(self.channel, self._config, **self._kwargs)
             self._started = False
+            await self._stalls.stop()
 
     async def _deliver(self, outcomes: list[Outcome]) -> None:
         """The gateway's outcome sink: record final outcomes, then send them to their shards."""

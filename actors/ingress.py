@@ -24,6 +24,7 @@ from itinerary.actors.batcher import ShardBatcher
 from itinerary.actors.metrics import IngressMetrics
 from itinerary.actors.names import ingress_name
 from itinerary.actors.peers import Peers
+from itinerary.actors.stalls import StallWatch
 from itinerary.actors.tuning import collect_periodically, tune_gc
 from itinerary.auth import Access, ApiKeys
 from itinerary.catalog import Catalog
@@ -87,6 +88,7 @@ class Ingress:
         ]
         self.counts = {"requests": 0, "accepted": 0, "rejected": 0, "throttled": 0, "errors": 0}
         self._metrics = IngressMetrics(self.name)
+        self._stalls = StallWatch(self.name)
         self._runner: web.AppRunner | None = None
         self._collector: asyncio.Task[None] | None = None
 
@@ -115,6 +117,7 @@ class Ingress:
             log.warning("%s: not reached at start (looked up on first use): %s", self.name, ", ".join(missed))
         self._runner = web.AppRunner(app, access_log=None)
         self._collector = asyncio.get_running_loop().create_task(collect_periodically())
+        self._stalls.start()
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.port, reuse_port=True, backlog=1024)
         await site.start()
@@ -136,6 +139,7 @@ class Ingress:
         if self._collector is not None:
             self._collector.cancel()
             self._collector = None
+        await self._stalls.stop()
 
     async def stats(self) -> dict[str, Any]:
         return {
@@ -145,6 +149,7 @@ class Ingress:
             **self.counts,
             "batches": sum(b.batches_sent for b in self.batchers),
             "batch_failures": sum(b.failures for b in self.batchers),
+            "stalls": self._stalls.summary(),
         }
 
     # -- handlers ---------------------------------------------------------------------

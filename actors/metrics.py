@@ -101,6 +101,40 @@ class ShardMetrics:
             self._passivated.set(passivated, tags=self._tags)
 
 
+STALL_BOUNDARIES = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0]
+
+
+class StallMetrics:
+    """How long an actor's event loop could not run: loop lag and collector pauses."""
+
+    def __init__(self, actor: str) -> None:
+        m = _ray_metrics()
+        self._on = m is not None
+        if m is None:
+            return
+        self._tags = {"actor": actor}
+        self._lag = m.Histogram(
+            "itinerary_loop_lag_seconds",
+            "How much later than asked an actor's event loop woke a sleeping task (sampled every 20 ms)",
+            boundaries=STALL_BOUNDARIES,
+            tag_keys=("actor",),
+        )
+        self._gc = m.Histogram(
+            "itinerary_gc_pause_seconds",
+            "How long each pass of an actor's garbage collector held the process",
+            boundaries=STALL_BOUNDARIES,
+            tag_keys=("actor",),
+        )
+
+    def loop_lag(self, seconds: float) -> None:
+        if self._on:
+            self._lag.observe(seconds, tags=self._tags)
+
+    def gc_pause(self, seconds: float) -> None:
+        if self._on:
+            self._gc.observe(seconds, tags=self._tags)
+
+
 class IngressMetrics:
     """Events accepted and rejected at the edge, request latency and queued events."""
 

@@ -31,6 +31,7 @@ from itinerary.actors.coalescer import Coalescer
 from itinerary.actors.metrics import ShardMetrics
 from itinerary.actors.names import shard_name
 from itinerary.actors.peers import Peers
+from itinerary.actors.stalls import StallWatch, percentiles_ms
 from itinerary.actors.storeio import StoreCalls
 from itinerary.actors.tuning import GC_SETTLE_SECONDS, settle_gc, tune_gc
 from itinerary.catalog import Catalog
@@ -93,6 +94,7 @@ class ProfileShard:
         # How late timers fire against their due time, in µs: the figure an operator of
         # waits cares about (a slow shard or a long GC shows up here first).
         self.timer_lateness = HdrHistogram(1, 3_600_000_000, 2)
+        self._stalls = StallWatch(self.name)
         self.outcomes: Counter[tuple[str, str]] = Counter()
         self._next_seq: dict[str, int] = {}
         self._held: dict[str, dict[int, tuple[bytes, asyncio.Future[int], float]]] = {}
@@ -537,6 +539,7 @@ class ProfileShard:
     def _ensure_timer_task(self) -> None:
         if self._timer_task is None and self._start_timers:
             self._timer_task = asyncio.get_running_loop().create_task(self._timer_loop())
+            self._stalls.start()
 
     async def _timer_loop(self) -> None:
         tick = self.runtime.timer_tick.total_seconds()
@@ -678,7 +681,8 @@ class ProfileShard:
             "decisions": self.counts["decisions"],
             "sends": self.counts["sends"],
             "timers_fired": self.counts["timers_fired"],
-            "timer_lateness_ms": _lateness_ms(self.timer_lateness),
+            "timer_lateness_ms": percentiles_ms(self.timer_lateness),
+            "stalls": self._stalls.summary(),
             "storage": {
                 "backend": type(self.store).__name__,
                 "applied_seq": self._applied_seq,
@@ -706,11 +710,3 @@ class ProfileShard:
 
     async def recent_step_events(self, limit: int = 100) -> list[dict[str, Any]]:
         return [{"profile": key, "at": at, **step._asdict()} for key, at, step in list(self.recent_steps)[-limit:]]
-
-
-def _lateness_ms(histogram: HdrHistogram) -> dict[str, float]:
-    count = histogram.get_total_count()
-    if not count:
-        return {"count": 0}
-    out = {f"p{p:g}": histogram.get_value_at_percentile(p) / 1000 for p in (50.0, 99.0, 99.9)}
-    return {"count": count, **out, "max": histogram.get_max_value() / 1000}

@@ -90,6 +90,33 @@ def render_status(status: dict[str, Any], console: Console | None = None) -> Non
     render_journeys(status, console)
     render_gateways(status.get("gateways", []), console)
     console.print(_records_table("Ingress", "ingress", INGRESS_COLUMNS, status.get("ingresses", [])))
+    render_stalls(status, console)
+
+
+def render_stalls(status: dict[str, Any], console: Console) -> None:
+    """Per actor, how long its event loop could not run since start (see actors/stalls.py)."""
+    table = Table(title="Event-loop stalls since start (ms)")
+    table.add_column("actor")
+    for heading in ("loop lag p99", "loop lag max", "GC passes", "GC pause p99", "GC pause max"):
+        table.add_column(heading, justify="right")
+    for group in ("shards", "gateways", "ingresses"):
+        for record in status.get(group, []):
+            stalls = record.get("stalls")
+            if not stalls:
+                continue
+            lag, gc = stalls.get("loop_lag_ms", {}), stalls.get("gc_pause_ms", {})
+            table.add_row(
+                str(record.get("name") or record.get("channel") or "?"),
+                *(_ms(d.get(k)) for d, k in ((lag, "p99"), (lag, "max"))),
+                str(gc.get("count", 0)),
+                *(_ms(d.get(k)) for d, k in ((gc, "p99"), (gc, "max"))),
+            )
+    if table.row_count:
+        console.print(table)
+
+
+def _ms(value: Any) -> str:
+    return "" if value is None else f"{value:,.1f}"
 
 
 def render_journeys(status: dict[str, Any], console: Console) -> None:

@@ -124,3 +124,20 @@ def test_peers_reached_at_start_and_missing_ones_named(system: dict[str, Any]) -
     assert reached == []
     assert missing == [f"profile-shard-{shards + 5:02d}", "gateway-no-such-channel"]
     assert len(peers._handles) == shards + len(channels)  # the reached ones stay cached
+
+
+def test_every_actor_reports_its_event_loop_stalls(system: dict[str, Any]) -> None:
+    """Shards, gateways and ingresses measure loop lag (a 20-ms sampler) and collector
+    pauses from start; `status` carries both, so `itinerary status` can show them."""
+
+    def measured() -> bool:
+        status = http("GET", f"{system['url']}/v1/status")[1]
+        actors = status["shards"] + status["gateways"] + status["ingresses"]
+        return len(actors) >= 3 and all(a.get("stalls", {}).get("loop_lag_ms", {}).get("count", 0) > 0 for a in actors)
+
+    assert wait_until(measured, timeout=30)
+    status = http("GET", f"{system['url']}/v1/status")[1]
+    for actor in status["shards"] + status["gateways"] + status["ingresses"]:
+        lag, pauses = actor["stalls"]["loop_lag_ms"], actor["stalls"]["gc_pause_ms"]
+        assert 0 <= lag["p50"] <= lag["max"]
+        assert set(pauses) >= {"count"}

@@ -32,3 +32,24 @@ def test_shard_rows_show_passivated_profiles_and_timer_lateness() -> None:
     cells = [cell.strip() for cell in row.split("│") if cell.strip()]
     assert cells[:6] == ["profile-shard-00", "1200", "900", "7", "7", "31.0"]
     assert "unreachable" in text
+
+
+def test_stalls_table_has_a_row_per_actor_that_reports_them() -> None:
+    stalls = {
+        "loop_lag_ms": {"count": 900, "p50": 0.4, "p99": 12.3, "p99.9": 30.0, "max": 41.5},
+        "gc_pause_ms": {"count": 17, "p50": 2.0, "p99": 9.0, "p99.9": 9.0, "max": 9.0},
+    }
+    status = {
+        "shards": [{"name": "profile-shard-00", "active_instances": {}, "steps": [], "stalls": stalls}],
+        "gateways": [{"name": "gateway-email", "stalls": {"loop_lag_ms": {"count": 0}, "gc_pause_ms": {"count": 0}}}],
+        "ingresses": [{"name": "ingress-0"}],  # an older actor without the figures: no row
+    }
+    console = Console(record=True, width=250)
+    render_status(status, console)
+    stalls_part = console.export_text().split("Event-loop stalls since start (ms)")[1]
+    rows = {line.split("│")[1].strip(): line for line in stalls_part.splitlines() if line.count("│") >= 6}
+    shard = [cell.strip() for cell in rows["profile-shard-00"].split("│") if cell.strip()]
+    assert shard == ["profile-shard-00", "12.3", "41.5", "17", "9.0", "9.0"]
+    gateway = [cell.strip() for cell in rows["gateway-email"].split("│") if cell.strip()]
+    assert gateway == ["gateway-email", "0"]
+    assert "ingress-0" not in stalls_part  # an actor without the figures gets no row

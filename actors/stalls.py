@@ -1,0 +1,116 @@
+"""How long an actor's event loop could not run: loop lag and collector pauses.
+
+Everything a data-plane actor does runs on one event loop, so while the loop is held (a
+collector pass, a long slice of work, the process waiting for a core) every request it
+holds waits. The ingest latency of a whole load test was set by such stalls (see
+docs/benchmarks.md, 2026-12-07 evening), and nothing showed them: `StallWatch` does.
+
+- Loop lag: a task sleeps `period` and records how much later than asked it woke. Cheap
+  (50 wake-ups a second at 20 ms); a stall shorter than the period is seen only when a
+  wake-up falls inside it, so the figures are a sample, and the worst ones are seen.
+- Collector pauses: a `gc.callbacks` hook times every pass, exactly.
+
+Both are kept since start in HdrHistograms (percentiles in `status`) and observed into
+Ray histograms, so the dashboard shows them per actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import time
+from collections.abc import Callable
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from itinerary.actors.metrics import StallMetrics
+
+LOOP_PERIOD = 0.02  # seconds between the loop-lag task's wake-ups
+HIGHEST_US = 600_000_000  # ten minutes: anything longer is recorded as that
+
+
+class StallWatch:
+    """Measures one actor's loop lag and collector pauses; `start` on the actor's loop."""
+
+    def __init__(
+        self,
+        actor: str,
+        *,
+        period: float = LOOP_PERIOD,
+        clock: Callable[[], float] = time.perf_counter,
+        metrics: StallMetrics | None = None,
+    ) -> None:
+        self.actor = actor
+        self.period = period
+        self._clock = clock
+        self._metrics = metrics if metrics is not None else StallMetrics(actor)
+        self.loop_lag = HdrHistogram(1, HIGHEST_US, 2)
+        self.gc_pauses = HdrHistogram(1, HIGHEST_US, 2)
+        self._gc_started: float | None = None
+        self._pending_pauses: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin measuring (idempotent); call from the actor's event loop. Measuring ends
+        when the task is cancelled (`stop`, or the loop shutting down)."""
+        if self._task is not None:
+            return
+        self._task = asyncio.get_running_loop().create_task(self._watch_loop())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _watch_loop(self) -> None:
+        clock = self._clock
+        gc.callbacks.append(self._on_gc)
+        try:
+            while True:
+                asked = clock() + self.period
+                await asyncio.sleep(self.period)
+                self.record_lag(clock() - asked)
+                self.flush_gc_pauses()
+        finally:
+            with contextlib.suppress(ValueError):
+                gc.callbacks.remove(self._on_gc)
+
+    def record_lag(self, seconds: float) -> None:
+        self.loop_lag.record_value(_micros(seconds))
+        self._metrics.loop_lag(max(0.0, seconds))
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        # Runs inside the collector: only a list append here (no metrics call, which could
+        # want a lock the interrupted code holds); the loop task records the pauses.
+        if phase == "start":
+            self._gc_started = self._clock()
+        elif self._gc_started is not None:
+            self._pending_pauses.append(self._clock() - self._gc_started)
+            self._gc_started = None
+
+    def flush_gc_pauses(self) -> None:
+        pauses, self._pending_pauses = self._pending_pauses, []
+        for seconds in pauses:
+            self.gc_pauses.record_value(_micros(seconds))
+            self._metrics.gc_pause(seconds)
+
+    def summary(self) -> dict[str, Any]:
+        """Percentiles since start, in ms: `{"loop_lag_ms": {...}, "gc_pause_ms": {...}}`."""
+        self.flush_gc_pauses()
+        return {"loop_lag_ms": percentiles_ms(self.loop_lag), "gc_pause_ms": percentiles_ms(self.gc_pauses)}
+
+
+def _micros(seconds: float) -> int:
+    return min(HIGHEST_US, max(1, round(seconds * 1e6)))
+
+
+def percentiles_ms(histogram: HdrHistogram) -> dict[str, float]:
+    """count, p50, p99, p99.9 and max of a microsecond histogram, in ms."""
+    count = histogram.get_total_count()
+    if not count:
+        return {"count": 0}
+    out = {f"p{p:g}": histogram.get_value_at_percentile(p) / 1000 for p in (50.0, 99.0, 99.9)}
+    return {"count": count, **out, "max": histogram.get_max_value() / 1000}
