@@ -115,7 +115,7 @@ class StallMetrics:
         self._tags = {"actor": actor}
         self._lag = m.Histogram(
             "itinerary_loop_lag_seconds",
-            "How much later than asked an actor's event loop woke a sleeping task (sampled every 20 ms)",
+            "How much later than asked an actor's event loop woke a sleeping task (sampled every 100 ms)",
             boundaries=STALL_BOUNDARIES,
             tag_keys=("actor",),
         )

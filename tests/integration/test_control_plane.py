@@ -127,7 +127,7 @@ def test_peers_reached_at_start_and_missing_ones_named(system: dict[str, Any]) -
 
 
 def test_every_actor_reports_its_event_loop_stalls(system: dict[str, Any]) -> None:
-    """Shards, gateways and ingresses measure loop lag (a 20-ms sampler) and collector
+    """Shards, gateways and ingresses measure loop lag (a 100-ms sampler) and collector
     pauses from start; `status` carries both, so `itinerary status` can show them."""
 
     def measured() -> bool:
