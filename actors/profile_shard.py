@@ -25,13 +25,12 @@ from functools import partial
 from typing import Any
 
 import msgpack
-from hdrh.histogram import HdrHistogram
 
 from itinerary.actors.coalescer import Coalescer
 from itinerary.actors.metrics import ShardMetrics
 from itinerary.actors.names import shard_name
 from itinerary.actors.peers import Peers
-from itinerary.actors.stalls import StallWatch, percentiles_ms
+from itinerary.actors.stalls import StallWatch, status_percentiles
 from itinerary.actors.storeio import StoreCalls
 from itinerary.actors.tuning import GC_SETTLE_SECONDS, settle_gc, tune_gc
 from itinerary.catalog import Catalog
@@ -41,6 +40,7 @@ from itinerary.engine.effects import ScheduleTimer, Send, StepEvent
 from itinerary.engine.messages import SendRequest
 from itinerary.engine.profile_table import ProfileTable
 from itinerary.engine.timers import TimerQueue
+from itinerary.load.stats import COARSE, new_histogram
 from itinerary.store.base import EVENTS, OUTCOMES, ShardStore
 from itinerary.store.factory import open_shard_store
 from itinerary.store.memory import MemoryShardStore
@@ -93,7 +93,7 @@ class ProfileShard:
         self.counts: Counter[str] = Counter()
         # How late timers fire against their due time, in µs: the figure an operator of
         # waits cares about (a slow shard or a long GC shows up here first).
-        self.timer_lateness = HdrHistogram(1, 3_600_000_000, 2)
+        self.timer_lateness = new_histogram(COARSE)
         self._stalls = StallWatch(self.name)
         self.outcomes: Counter[tuple[str, str]] = Counter()
         self._next_seq: dict[str, int] = {}
@@ -681,7 +681,7 @@ class ProfileShard:
             "decisions": self.counts["decisions"],
             "sends": self.counts["sends"],
             "timers_fired": self.counts["timers_fired"],
-            "timer_lateness_ms": percentiles_ms(self.timer_lateness),
+            "timer_lateness_ms": status_percentiles(self.timer_lateness),
             "stalls": self._stalls.summary(),
             "storage": {
                 "backend": type(self.store).__name__,

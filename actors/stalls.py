@@ -26,9 +26,11 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from itinerary.actors.metrics import StallMetrics
+from itinerary.load.stats import COARSE, new_histogram, percentiles_ms, record
+
+STATUS_PERCENTILES = (50.0, 99.0, 99.9)  # what `status` shows of each histogram
 
 LOOP_PERIOD = 0.1  # seconds between the loop-lag task's wake-ups (each costs ~0.1-0.2 ms of CPU in an actor)
-HIGHEST_US = 600_000_000  # ten minutes: anything longer is recorded as that
 
 
 class StallWatch:
@@ -46,8 +48,8 @@ class StallWatch:
         self.period = period
         self._clock = clock
         self._metrics = metrics if metrics is not None else StallMetrics(actor)
-        self.loop_lag = HdrHistogram(1, HIGHEST_US, 2)
-        self.gc_pauses = HdrHistogram(1, HIGHEST_US, 2)
+        self.loop_lag = new_histogram(COARSE)
+        self.gc_pauses = new_histogram(COARSE)
         self._gc_started: float | None = None
         self._pending_pauses: list[float] = []
         self._task: asyncio.Task[None] | None = None
@@ -79,7 +81,7 @@ class StallWatch:
                 gc.callbacks.remove(self._on_gc)
 
     def record_lag(self, seconds: float) -> None:
-        self.loop_lag.record_value(_micros(seconds))
+        record(self.loop_lag, seconds)
         self._metrics.loop_lag(max(0.0, seconds))
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
@@ -94,23 +96,15 @@ class StallWatch:
     def flush_gc_pauses(self) -> None:
         pauses, self._pending_pauses = self._pending_pauses, []
         for seconds in pauses:
-            self.gc_pauses.record_value(_micros(seconds))
+            record(self.gc_pauses, seconds)
             self._metrics.gc_pause(seconds)
 
     def summary(self) -> dict[str, Any]:
         """Percentiles since start, in ms: `{"loop_lag_ms": {...}, "gc_pause_ms": {...}}`."""
         self.flush_gc_pauses()
-        return {"loop_lag_ms": percentiles_ms(self.loop_lag), "gc_pause_ms": percentiles_ms(self.gc_pauses)}
+        return {"loop_lag_ms": status_percentiles(self.loop_lag), "gc_pause_ms": status_percentiles(self.gc_pauses)}
 
 
-def _micros(seconds: float) -> int:
-    return min(HIGHEST_US, max(1, round(seconds * 1e6)))
-
-
-def percentiles_ms(histogram: HdrHistogram) -> dict[str, float]:
+def status_percentiles(histogram: HdrHistogram) -> dict[str, float]:
     """count, p50, p99, p99.9 and max of a microsecond histogram, in ms."""
-    count = histogram.get_total_count()
-    if not count:
-        return {"count": 0}
-    out = {f"p{p:g}": histogram.get_value_at_percentile(p) / 1000 for p in (50.0, 99.0, 99.9)}
-    return {"count": count, **out, "max": histogram.get_max_value() / 1000}
+    return percentiles_ms(histogram, STATUS_PERCENTILES, mean=False)

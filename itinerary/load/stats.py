@@ -1,4 +1,5 @@
-"""Latency histograms and per-second timelines for the load tool, mergeable across processes.
+"""Latency histograms and per-second timelines for the load tool, mergeable across processes
+(actors use its histograms and percentiles for their `status` too).
 
 Latencies are recorded in microseconds into HdrHistograms (`hdrh`), the structure wrk2 and
 most load tools use: fixed memory, a few significant figures of precision at any value,
@@ -52,13 +53,18 @@ def decode_histogram(encoded: str | bytes) -> HdrHistogram:
     return HdrHistogram.decode(encoded.encode("ascii") if isinstance(encoded, str) else encoded)
 
 
-def percentiles_ms(histogram: HdrHistogram) -> dict[str, float]:
-    """count, mean, p50, p90, p99, p99.9 and max, in milliseconds (count as a number)."""
+def percentiles_ms(
+    histogram: HdrHistogram, points: tuple[float, ...] = PERCENTILES, *, mean: bool = True
+) -> dict[str, float]:
+    """count, mean, the `points` percentiles (p50, p90, p99, p99.9) and max, in
+    milliseconds (count as a number). Shards and actors use it for their `status` too."""
     count = histogram.get_total_count()
     if not count:
         return {"count": 0}
-    out: dict[str, float] = {"count": count, "mean": histogram.get_mean_value() / 1000}
-    for p in PERCENTILES:
+    out: dict[str, float] = {"count": count}
+    if mean:
+        out["mean"] = histogram.get_mean_value() / 1000
+    for p in points:
         out[f"p{p:g}"] = histogram.get_value_at_percentile(p) / 1000
     out["max"] = histogram.get_max_value() / 1000
     return out
