@@ -8,7 +8,7 @@ processes' histograms and counters and writes the report (tables, JSON, PNG).
 Each sender process owns 1/K of the batches of the schedule (batches i, i + K, ...) and
 1/K of the profiles, so the processes together follow the schedule exactly and every
 profile's events leave from one process, in order. Processes are spawned (not forked):
-the parent already runs the SMTP receiver's thread.
+the parent already runs an event loop with open sockets (the receivers).
 """
 
 from __future__ import annotations
@@ -629,7 +629,6 @@ async def _drain(options: LoadOptions, receivers: DeliveryReceivers, console: Co
     seen, last_change = receivers.stats.total, time.monotonic()
     while time.monotonic() < deadline:
         await asyncio.sleep(0.25)
-        receivers.collect()
         if receivers.stats.total != seen:
             seen, last_change = receivers.stats.total, time.monotonic()
         elif time.monotonic() - last_change >= QUIET:

@@ -1,9 +1,11 @@
 """The load tool's receivers: the demo channels' endpoints, timing every message they get.
 
-They are the project's `SmtpReceiver` and `WebhookReceiver` (real aiosmtpd and aiohttp
-servers), extended to read the `X-Itinerary-Event-Time` header the gateways add to each
-delivery (see channels/webhook.py and channels/email.py) and to record arrival minus that
-time: the event-to-delivery latency, per channel and per journey, in a DeliveryStats.
+The HTTP one is the project's `WebhookReceiver` (aiohttp); the SMTP one is the load tool's
+own `SmtpServer` (itinerary/load/smtp_server.py), which costs a third of aiosmtpd's CPU per
+message, CPU the engine under test needs when both share a machine. Both read the
+`X-Itinerary-Event-Time` header the gateways add to each delivery (see
+channels/webhook.py and channels/email.py) and record arrival minus that time: the
+event-to-delivery latency, per channel and per journey, in a DeliveryStats.
 
 The journey is the second component of a message's idempotency key,
 `<profile key>/<journey>/<entry>/<node>/<k>` (itinerary/engine/journey.py). Channels are
@@ -13,8 +15,8 @@ maps to the channel that points there.
 
 from __future__ import annotations
 
-import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,21 +26,23 @@ import yaml
 from aiohttp import web
 
 from itinerary.channels.email import EVENT_TIME_HEADER as MAIL_EVENT_TIME
+from itinerary.channels.email import IDEMPOTENCY_HEADER as MAIL_IDEMPOTENCY_KEY
 from itinerary.channels.webhook import EVENT_TIME_HEADER as HTTP_EVENT_TIME
+from itinerary.load.smtp_server import ReceivedMessage, SmtpServer
 from itinerary.load.stats import DeliveryStats
-from itinerary.receivers import ReceivedMail, SmtpReceiver, WebhookReceiver
+from itinerary.receivers import WebhookReceiver
 
 __all__ = [
     "ChannelNames",
     "DeliveryReceivers",
-    "LatencySmtpReceiver",
     "LatencyWebhookReceiver",
     "event_time_of_mail",
+    "idempotency_key_of_mail",
     "journey_of",
+    "mail_header",
 ]
 
 OnDelivery = Callable[[str, str | None, float, float | None], None]  # (path, key, arrived, event_ts)
-POLL = 0.2  # seconds between reads of the SMTP thread's new messages
 
 
 def journey_of(message_id: str | None) -> str | None:
@@ -58,19 +62,35 @@ def _float(text: str | bytes | None) -> float | None:
         return None
 
 
-_MAIL_HEADER = b"\r\n" + MAIL_EVENT_TIME.encode() + b":"
+_MAIL_EVENT_TIME = MAIL_EVENT_TIME.encode()
+_MAIL_IDEMPOTENCY_KEY = MAIL_IDEMPOTENCY_KEY.encode()
+
+
+def mail_header(raw: bytes, name: bytes) -> bytes | None:
+    """The value of header `name` (exact case, as the gateways write it) in a raw message.
+
+    A scan for one name, not a parse of the header block: the receiver reads two headers
+    of every message at load-test rates. Folded values are not unfolded (the gateways'
+    headers are never folded)."""
+    end = raw.find(b"\r\n\r\n")
+    headers = b"\r\n" + (raw if end == -1 else raw[:end])
+    at = headers.find(b"\r\n" + name + b":")
+    if at == -1:
+        return None
+    start = at + len(name) + 3
+    stop = headers.find(b"\r\n", start)
+    return headers[start : stop if stop != -1 else len(headers)].strip()
 
 
 def event_time_of_mail(raw: bytes) -> float | None:
     """The X-Itinerary-Event-Time of a raw message, read without a full header parse."""
-    end = raw.find(b"\r\n\r\n")
-    headers = raw[: end if end != -1 else len(raw)]
-    at = headers.find(_MAIL_HEADER)
-    if at == -1:
-        return None
-    start = at + len(_MAIL_HEADER)
-    stop = headers.find(b"\r\n", start)
-    return _float(headers[start : stop if stop != -1 else len(headers)].strip())
+    return _float(mail_header(raw, _MAIL_EVENT_TIME))
+
+
+def idempotency_key_of_mail(raw: bytes) -> str | None:
+    """The X-Itinerary-Idempotency-Key of a raw message, read without a full header parse."""
+    value = mail_header(raw, _MAIL_IDEMPOTENCY_KEY)
+    return None if value is None else value.decode("utf-8", "replace")
 
 
 class LatencyWebhookReceiver(WebhookReceiver):
@@ -100,17 +120,6 @@ class LatencyWebhookReceiver(WebhookReceiver):
                 _float(request.headers.get(HTTP_EVENT_TIME)),
             )
         return response
-
-
-class LatencySmtpReceiver(SmtpReceiver):
-    """An SmtpReceiver whose new messages can be taken away (and so are not kept)."""
-
-    def take(self) -> list[ReceivedMail]:
-        """The messages accepted since the previous call, oldest first."""
-        handler = self._handler
-        with handler.lock:
-            mails, handler.messages = handler.messages, []
-        return mails
 
 
 @dataclass
@@ -152,9 +161,7 @@ class ChannelNames:
 class DeliveryReceivers:
     """Runs an SMTP and an HTTP receiver and fills a DeliveryStats from what they get.
 
-    The webhook receiver runs on the caller's event loop, the SMTP one in its own thread;
-    its messages are collected every POLL seconds (arrival times are taken on arrival, so
-    the polling adds nothing to the latencies).
+    Both run on the caller's event loop and record each message as it arrives.
     """
 
     def __init__(
@@ -166,12 +173,13 @@ class DeliveryReceivers:
         token: str | None,
         names: ChannelNames | None = None,
         stats: DeliveryStats | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.names = names or ChannelNames()
-        self.stats = stats or DeliveryStats(time.time())
-        self.smtp = LatencySmtpReceiver(host, smtp_port)
+        self.stats = stats or DeliveryStats(clock())
+        self.smtp = SmtpServer(host, smtp_port, on_message=self._mail_delivery, clock=clock)
         self.http = LatencyWebhookReceiver(token, host, http_port, on_delivery=self._http_delivery)
-        self._poller: asyncio.Task[None] | None = None
+        self._mail_keys: Counter[str | None] = Counter()
 
     def describe(self) -> str:
         return f"SMTP {self.smtp.host}:{self.smtp.port}, HTTP {self.http.url}"
@@ -184,33 +192,22 @@ class DeliveryReceivers:
         except BaseException:
             await self.http.stop()
             raise
-        self._poller = asyncio.create_task(self._poll())
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
-            self._poller = None
-        self.collect()
         await self.smtp.stop()
         await self.http.stop()
-        self.collect()
 
     @property
     def duplicates(self) -> int:
         """Messages received again under an idempotency key already seen (resends)."""
-        return self.smtp.duplicates + self.http.duplicates
+        mail = sum(count - 1 for count in self._mail_keys.values())
+        return mail + self.http.duplicates
 
-    def collect(self) -> None:
-        """Record the SMTP messages that arrived since the last call."""
+    def _mail_delivery(self, message: ReceivedMessage) -> None:
+        key = idempotency_key_of_mail(message.content)
+        self._mail_keys[key] += 1
         channel = self.names.of_mail(self.smtp.port)
-        for mail in self.smtp.take():
-            self.stats.delivered(channel, journey_of(mail.idempotency_key), mail.at, event_time_of_mail(mail.raw))
-
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(POLL)
-            self.collect()
+        self.stats.delivered(channel, journey_of(key), message.arrived, event_time_of_mail(message.content))
 
     def _http_delivery(self, path: str, key: str | None, arrived: float, event_ts: float | None) -> None:
         self.stats.delivered(self.names.of_http(path), journey_of(key), arrived, event_ts)

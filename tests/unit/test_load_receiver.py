@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from itinerary.channels.email import EVENT_TIME_HEADER, build_message
 from itinerary.load.main import DEMO_CONFIG
-from itinerary.load.receiver import ChannelNames, event_time_of_mail, journey_of
+from itinerary.load.receiver import ChannelNames, event_time_of_mail, idempotency_key_of_mail, journey_of, mail_header
 
 
 def request(event_ts: float | None) -> dict[str, object]:
@@ -40,3 +40,10 @@ def test_channel_names_come_from_the_demo_config() -> None:
     assert names.of_http("/v1/push/send") == "store-push"
     assert names.of_http("/other") == "http /other"
     assert ChannelNames.from_config("/nonexistent.yaml").of_mail(25) == "email"
+
+
+def test_the_idempotency_key_is_read_from_the_header_block_only() -> None:
+    raw = build_message(request(None), "hello@outfitters.example")
+    assert idempotency_key_of_mail(raw) == "Email:ann@example.com/welcome/1/send_welcome/1"
+    assert mail_header(b"X-Itinerary-Idempotency-Key: first\r\nSubject: x\r\n\r\n", b"X-Itinerary-Idempotency-Key")
+    assert idempotency_key_of_mail(b"Subject: x\r\n\r\nX-Itinerary-Idempotency-Key: k\r\n") is None
