@@ -199,8 +199,10 @@ async def run_sender(
             await asyncio.sleep(delay)
         reporter = asyncio.create_task(_report_progress(sender.stats, on_progress)) if on_progress else None
         await stack.enter_async_context(periodic_collection())
+        cpu_before = time.process_time()
         try:
             stats = await sender.run(origin)
+            stats.cpu_seconds = time.process_time() - cpu_before
         finally:
             if reporter is not None:
                 reporter.cancel()
@@ -454,6 +456,7 @@ async def _run_load(options: LoadOptions, console: Console) -> dict[str, Any]:
         if receivers is not None:
             receivers.stats.start = start_epoch
         go.set()
+        parent_cpu, parent_wall = time.process_time(), time.monotonic()
         mode = "closed loop" if options.closed_loop else schedule.name
         console.print(
             f"sending to {', '.join(options.urls)}: {mode} for {schedule.duration:g} s, "
@@ -462,6 +465,7 @@ async def _run_load(options: LoadOptions, console: Console) -> dict[str, Any]:
         finished, stopped_at = await _follow(options, schedule, workers, results, receivers, stop, console)
         if receivers is not None:
             await _drain(options, receivers, console)
+        client = {"parent_s": time.process_time() - parent_cpu, "wall_s": time.monotonic() - parent_wall}
         gateways = gateway_changes(gateways_before, await gateway_status(options))
     finally:
         go.set()  # a sender still waiting for the start must not hang
@@ -494,6 +498,7 @@ async def _run_load(options: LoadOptions, console: Console) -> dict[str, Any]:
         duplicates=receivers.duplicates if receivers is not None else 0,
         gateways=gateways,
         stopped_after=None if stopped_at is None else max(0.0, stopped_at - start_epoch),
+        client=client,
     )
     render(report, console)
     if options.out:

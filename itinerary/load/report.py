@@ -23,6 +23,7 @@ from itinerary.load.stats import DeliveryStats, SenderStats, encode_histogram, p
 __all__ = ["build_report", "render", "write_chart", "write_json"]
 
 LATENCY_COLUMNS = ("p50", "p90", "p99", "p99.9", "max")
+CLIENT_CPU_HINT = 0.2  # share of the machine's CPU this client may use before a note says so
 
 
 def build_report(
@@ -36,12 +37,15 @@ def build_report(
     duplicates: int = 0,
     gateways: dict[str, Any] | None = None,
     stopped_after: float | None = None,
+    client: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Everything one run measured, as JSON-ready data.
 
     `gateways` is what the deployment's /v1/status said of each channel over the run
     (see main.gateway_changes), or None when it could not be read. `stopped_after`: the
     run was stopped (Ctrl-C) this many seconds after the start; rates count to then.
+    `client`: the parent process's CPU seconds (`parent_s`: receivers, progress) over
+    `wall_s` seconds from the start to the end of the drain; the senders' CPU is in `sender`.
     """
     counts = sender.counts
     closed = bool(options.get("closed_loop"))
@@ -82,6 +86,7 @@ def build_report(
         "ingest_latency_ms": percentiles_ms(sender.ingest),
         "service_time_ms": percentiles_ms(sender.service),
         "client_lag_ms": percentiles_ms(sender.lag),
+        "client_cpu": _client_cpu(sender, client, events["sent"]),
         "traffic": traffic,
         "delivery": _delivery(delivery, duplicates),
         "gateways": gateways,
@@ -94,6 +99,20 @@ def build_report(
         },
     }
     return report
+
+
+def _client_cpu(sender: SenderStats, client: dict[str, float] | None, sent: int) -> dict[str, Any]:
+    """What this client cost in CPU: load-tool CPU is CPU the deployment did not have
+    when both share a machine, so a reader needs it to judge the figures."""
+    parent = client["parent_s"] if client else 0.0
+    total = sender.cpu_seconds + parent
+    cpus = os.cpu_count() or 1
+    return {
+        "senders_s": round(sender.cpu_seconds, 3),
+        "parent_s": round(parent, 3),  # the receivers and live progress
+        "us_per_event": round(total / sent * 1e6, 1) if sent else None,
+        "share_of_machine": round(total / (client["wall_s"] * cpus), 4) if client and client["wall_s"] > 0 else None,
+    }
 
 
 def _delivery(delivery: DeliveryStats | None, duplicates: int) -> dict[str, Any]:
@@ -189,6 +208,14 @@ def render(report: dict[str, Any], console: Console | None = None) -> None:
 
     statuses = {k: v for k, v in report["requests"].items() if k not in ("sent", "missed")}
     console.print("requests: " + ", ".join(f"{k}: {v:,}" for k, v in sorted(statuses.items())) or "none")
+    cpu = report.get("client_cpu") or {}
+    if cpu.get("us_per_event") is not None:
+        share = cpu.get("share_of_machine")
+        console.print(
+            f"this client's CPU: {cpu['us_per_event']:,.0f} µs per event sent (senders {cpu['senders_s']:,.1f} s, "
+            f"receivers and progress {cpu['parent_s']:,.1f} s)"
+            + (f", {share:.0%} of this machine's {os.cpu_count()} CPUs" if share is not None else "")
+        )
 
     latency = Table(title="Ingest latency (ms)", title_justify="left")
     latency.add_column("measured")
@@ -250,6 +277,15 @@ def hints(report: dict[str, Any]) -> list[str]:
         )
     if not options.get("closed_loop") and lag.get("count") and lag.get("p99", 0) > 100:
         out.append(_lag_hint(report))
+    cpu = report.get("client_cpu") or {}
+    share = cpu.get("share_of_machine")
+    if share is not None and share >= CLIENT_CPU_HINT:
+        out.append(
+            f"this client used {share:.0%} of the machine's CPU ({cpu['us_per_event']:,.0f} µs per event sent: "
+            f"senders {cpu['senders_s']:,.1f} s, receivers and progress {cpu['parent_s']:,.1f} s); on a machine "
+            "it shares with the deployment, that CPU was not the deployment's (run it on another machine to "
+            "measure the deployment alone)"
+        )
     if events["429"]:
         out.append(f"{events['429']:,} events were refused with 429: the ingress queues were full (backpressure)")
     if events["failed"]:

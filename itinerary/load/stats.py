@@ -136,6 +136,7 @@ class SenderStats:
         self.timeline: dict[int, Second] = {}
         self.first_send: float | None = None
         self.last_answer: float | None = None
+        self.cpu_seconds = 0.0  # this client's CPU (user + system) while it sent
 
     def _second(self, t: float) -> Second:
         key = int(t) if t >= 0 else -1
@@ -229,6 +230,7 @@ class SenderStats:
             "timeline": _timeline_to_wire(self.timeline),
             "first_send": self.first_send,
             "last_answer": self.last_answer,
+            "cpu_seconds": self.cpu_seconds,
         }
 
     @classmethod
@@ -242,6 +244,7 @@ class SenderStats:
         stats.timeline = _timeline_from_wire(wire["timeline"])
         stats.first_send = wire["first_send"]
         stats.last_answer = wire["last_answer"]
+        stats.cpu_seconds = wire.get("cpu_seconds", 0.0)
         return stats
 
     def merge(self, other: SenderStats) -> None:
@@ -256,6 +259,7 @@ class SenderStats:
         lasts = [t for t in (self.last_answer, other.last_answer) if t is not None]
         self.first_send = min(firsts) if firsts else None
         self.last_answer = max(lasts) if lasts else None
+        self.cpu_seconds += other.cpu_seconds
 
     @classmethod
     def merged(cls, parts: list[SenderStats]) -> SenderStats:

@@ -182,3 +182,6 @@ async def test_the_whole_tool_with_two_processes_and_end_to_end_latency(
     assert delivery.get("without_event_time", 0) == 0 and delivery["duplicates"] == 0
     assert json.loads((tmp_path / "load.json").read_text())["delivery"]["total"] == 72
     assert (tmp_path / "load.png").stat().st_size > 10_000
+    cpu = report["client_cpu"]  # both spawned senders and this process (the receivers) measured
+    assert cpu["senders_s"] > 0 and cpu["parent_s"] > 0 and 0 < cpu["share_of_machine"] <= 1
+    assert cpu["us_per_event"] == pytest.approx((cpu["senders_s"] + cpu["parent_s"]) / 2000 * 1e6, rel=0.01)

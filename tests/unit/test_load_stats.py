@@ -46,7 +46,9 @@ def test_timelines_merge_second_by_second() -> None:
     b.answered(0.7, 0.7, 1.2, 10, 429, 0, 0)
     b.offered(1.5, 10)
     b.missed(1.5, 10)
+    a.cpu_seconds, b.cpu_seconds = 1.25, 0.5
     merged = SenderStats.merged([SenderStats.from_wire(a.to_wire()), SenderStats.from_wire(b.to_wire())])
+    assert merged.cpu_seconds == 1.75  # the senders' CPU adds up
     assert merged.timeline[0].counts == {"offered": 20, "sent": 20, "accepted": 10}
     assert merged.timeline[1].counts == {"429": 10, "offered": 10, "missed": 10}
     assert merged.timeline[0].latency.get_total_count() == 1  # the 429 has no ingest latency
