@@ -1,9 +1,12 @@
 """Micro-batching of routed events per shard, with a bounded window of calls in flight.
 
-Events for one shard collect in a buffer that leaves as one msgpack blob when it holds
-`max_events` or `max_delay` has passed, whichever is first. At most `max_inflight` calls
-per shard are outstanding; beyond that the buffer grows until a call returns, and the
-ingress refuses new requests (429) once its total queued events reach its bound.
+Events for one shard collect in a buffer that leaves as one msgpack blob: at once when
+no call to the shard is in flight (nothing to wait for: an idle shard gets a request's
+events without the batching delay), else when it holds `max_events` or `max_delay` has
+passed, whichever is first. Under load calls are in flight, so batches grow by
+themselves while they return (group commit). At most `max_inflight` calls per shard are
+outstanding; beyond that the buffer grows until a call returns, and the ingress refuses
+new requests (429) once its total queued events reach its bound.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ class ShardBatcher:
             self._future.add_done_callback(_consume)
         self.buffer.extend(records)
         future = self._future
-        if len(self.buffer) >= self.max_events:
+        if len(self.buffer) >= self.max_events or self.inflight == 0:
             self.flush()
         elif self._timer is None:
             self._timer = loop.call_later(self.max_delay, self._on_timer)
@@ -95,7 +98,8 @@ class ShardBatcher:
             self.batches_sent += 1
             self.inflight -= 1
             self.inflight_events -= count
-            if self.buffer and (len(self.buffer) >= self.max_events or self._timer is None):
+            idle = self.inflight == 0  # what gathered while this call ran need not wait longer
+            if self.buffer and (idle or len(self.buffer) >= self.max_events or self._timer is None):
                 self.flush()
 
 

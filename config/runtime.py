@@ -34,7 +34,11 @@ class IngressSettings(Frozen):
         description="how far ahead of the ingress clock an event's timestamp may be (the past is open)",
     )
     batch_max_events: int = Field(1000, ge=1)
-    batch_max_delay: timedelta = timedelta(milliseconds=2)
+    batch_max_delay: timedelta = Field(
+        timedelta(milliseconds=2),
+        description="how long events may gather while a batch to their shard is in flight (an idle shard gets "
+        "them at once)",
+    )
     max_inflight_batches: int = Field(4, ge=1, description="per shard, per ingress")
     max_queued_events: int = Field(200_000, ge=1, description="beyond this the ingress answers 429")
     retry_after: int = Field(1, ge=1, description="seconds, sent with 429")

@@ -136,6 +136,31 @@ def test_batcher_flushes_on_size_and_on_delay_with_ordered_sequence_numbers() ->
     asyncio.run(scenario())
 
 
+def test_an_idle_batcher_sends_at_once_and_a_busy_one_gathers_until_its_call_returns() -> None:
+    async def scenario() -> None:
+        calls: list[int] = []
+        release = asyncio.Event()
+
+        async def send(shard: int, sender: str, seq: int, data: bytes) -> int:
+            calls.append(seq)
+            await release.wait()
+            return len(msgpack.unpackb(data))
+
+        # A delay no test waits for: everything here is sent because of in-flight state.
+        batcher = ShardBatcher(0, send, sender="ingress-0", max_events=100, max_delay=3600, max_inflight=2)
+        first = batcher.add([[1]])  # nothing in flight: leaves at once
+        await asyncio.sleep(0)
+        assert calls == [0]
+        second, third = batcher.add([[2]]), batcher.add([[3], [4]])  # gather behind the call in flight
+        await asyncio.sleep(0)
+        assert calls == [0] and batcher.queued == 4
+        release.set()  # the call returns: what gathered leaves as one batch, without the delay
+        assert await first == 1 and await second == 3 and await third == 3
+        assert calls == [0, 1] and batcher.queued == 0
+
+    asyncio.run(scenario())
+
+
 def test_batcher_starts_a_new_sender_after_a_failed_call() -> None:
     async def scenario() -> None:
         senders: list[tuple[str, int]] = []
