@@ -28,6 +28,9 @@ MAX_LINE = 4096  # RFC 5321 4.5.3.1.4 allows 512 octets; extensions make lines l
 MAX_MESSAGE = 32 * 1024 * 1024  # advertised as SIZE; larger messages get 552
 MAX_RECIPIENTS = 1000
 _END_OF_DATA = b"\r\n.\r\n"
+# Commands RFC 5321 and its extensions define that this receiver does not offer: 502, not
+# the 500 of a command nobody defined, so a client knows to do without.
+_NOT_IMPLEMENTED = frozenset({"HELP", "EXPN", "STARTTLS", "AUTH", "BDAT", "ETRN", "TURN"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +154,8 @@ class SmtpServerSession:
         if verb == "QUIT":
             self.closing = True
             return "221 2.0.0 Bye"
+        if verb in _NOT_IMPLEMENTED:
+            return f"502 5.5.1 {verb} not implemented"
         return f"500 5.5.2 Error: command {verb[:32]!r} not recognized"
 
     def _take_data(self, replies: list[str], messages: list[ReceivedMessage], now: float) -> bool:
