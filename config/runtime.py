@@ -36,8 +36,8 @@ class IngressSettings(Frozen):
     batch_max_events: int = Field(1000, ge=1)
     batch_max_delay: timedelta = Field(
         timedelta(milliseconds=2),
-        description="how long events may gather while a batch to their shard is in flight (an idle shard gets "
-        "them at once)",
+        description="how long events may gather for their shard; a quiet shard (nothing in flight, nothing "
+        "sent for 2.5 x this) gets them at once",
     )
     max_inflight_batches: int = Field(4, ge=1, description="per shard, per ingress")
     max_queued_events: int = Field(200_000, ge=1, description="beyond this the ingress answers 429")

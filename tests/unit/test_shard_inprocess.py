@@ -8,7 +8,7 @@ from typing import Any
 
 import msgpack
 
-from itinerary.actors.batcher import ShardBatcher
+from itinerary.actors.batcher import QUIET_DELAYS, ShardBatcher
 from itinerary.actors.peers import LocalPeers
 from itinerary.actors.profile_shard import ProfileShard
 from itinerary.clock import ManualClock
@@ -136,27 +136,29 @@ def test_batcher_flushes_on_size_and_on_delay_with_ordered_sequence_numbers() ->
     asyncio.run(scenario())
 
 
-def test_an_idle_batcher_sends_at_once_and_a_busy_one_gathers_until_its_call_returns() -> None:
+def test_a_quiet_shard_gets_events_at_once_and_a_steady_stream_is_gathered() -> None:
     async def scenario() -> None:
-        calls: list[int] = []
-        release = asyncio.Event()
+        calls: list[tuple[int, int]] = []
 
         async def send(shard: int, sender: str, seq: int, data: bytes) -> int:
-            calls.append(seq)
-            await release.wait()
-            return len(msgpack.unpackb(data))
+            calls.append((seq, len(msgpack.unpackb(data))))
+            return calls[-1][1]
 
-        # A delay no test waits for: everything here is sent because of in-flight state.
-        batcher = ShardBatcher(0, send, sender="ingress-0", max_events=100, max_delay=3600, max_inflight=2)
-        first = batcher.add([[1]])  # nothing in flight: leaves at once
+        delay = 0.2  # long enough that no stall of the test machine passes for it
+        batcher = ShardBatcher(0, send, sender="ingress-0", max_events=100, max_delay=delay, max_inflight=2)
+        assert await batcher.add([[1]]) == 1  # nothing sent before: the shard is quiet, no delay
+        assert calls == [(0, 1)]
+        # Right after a batch the shard is not quiet: the next events wait for the delay,
+        # and what arrives meanwhile leaves with them.
+        second, third = batcher.add([[2]]), batcher.add([[3], [4]])
         await asyncio.sleep(0)
-        assert calls == [0]
-        second, third = batcher.add([[2]]), batcher.add([[3], [4]])  # gather behind the call in flight
+        assert calls == [(0, 1)] and batcher.queued == 3
+        assert await second == 3 and await third == 3
+        assert calls == [(0, 1), (1, 3)]
+        await asyncio.sleep(QUIET_DELAYS * delay)  # nothing sent for long enough: quiet again
+        fourth = batcher.add([[5]])
         await asyncio.sleep(0)
-        assert calls == [0] and batcher.queued == 4
-        release.set()  # the call returns: what gathered leaves as one batch, without the delay
-        assert await first == 1 and await second == 3 and await third == 3
-        assert calls == [0, 1] and batcher.queued == 0
+        assert calls[-1] == (2, 1) and await fourth == 1
 
     asyncio.run(scenario())
 
