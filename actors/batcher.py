@@ -43,6 +43,7 @@ class ShardBatcher:
         self._future: asyncio.Future[int] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._last_send = -math.inf  # loop time of the last batch sent
+        self._sending: set[asyncio.Task[None]] = set()  # calls in flight, held so none is collected
         self.inflight = 0
         self.inflight_events = 0
         self.batches_sent = 0
@@ -81,10 +82,12 @@ class ShardBatcher:
         assert future is not None
         blob = msgpack.packb(records, use_bin_type=True)
         seq, self.seq = self.seq, self.seq + 1
-        self._last_send = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        self._last_send = loop.time()
         self.inflight += 1
         self.inflight_events += len(records)
-        asyncio.get_running_loop().create_task(self._send(self.sender, seq, blob, len(records), future))
+        self._sending.add(task := loop.create_task(self._send(self.sender, seq, blob, len(records), future)))
+        task.add_done_callback(self._sending.discard)
 
     async def _send(self, sender: str, seq: int, blob: bytes, count: int, future: asyncio.Future[int]) -> None:
         try:
