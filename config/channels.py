@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from itinerary.channels.http1 import header_value_problem, is_token
 from itinerary.channels.retry import RetryPolicy
 from itinerary.config.runtime import Frozen
 from itinerary.config.secrets import Secret
@@ -123,6 +124,10 @@ class ChannelBase(Frozen):
         return value
 
 
+# Headers the webhook client writes itself: a second copy would make the request ambiguous.
+_FRAMING_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "upgrade", "te"})
+
+
 class WebhookChannelConfig(ChannelBase):
     """A third-party HTTP endpoint (custom action) called with a JSON body.
 
@@ -170,8 +175,12 @@ class WebhookChannelConfig(ChannelBase):
         for name, text in value.items():
             if name.lower() in ("authorization", "idempotency-key"):
                 raise ValueError(f"header {name!r} is set by the gateway; use `token` for auth")
-            if any(ch in name + text for ch in "\r\n"):
-                raise ValueError(f"header {name!r} contains a line break")
+            if name.lower() in _FRAMING_HEADERS:
+                raise ValueError(f"header {name!r} is set by the gateway: it frames the request")
+            if not is_token(name):
+                raise ValueError(f"header name {name!r} is not a valid HTTP field name")
+            if header_value_problem(text) is not None:
+                raise ValueError(f"header {name!r} contains a line break or NUL")
         return value
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import platform
+import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,3 +33,36 @@ def write_report(out: str | Path, args: dict[str, Any], key: str, results: Any) 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2))
     return path
+
+
+CHILD_START_TIMEOUT = 30.0  # seconds for a child server to say where it listens
+
+
+@contextlib.asynccontextmanager
+async def child_server(
+    script: str | Path, flag: str, env: dict[str, str]
+) -> AsyncIterator[tuple[dict[str, Any], asyncio.subprocess.Process]]:
+    """Run `python script flag` as a benchmark's endpoint in a process of its own.
+
+    The child prints one JSON line when it listens (e.g. {"port": n}), which is yielded
+    with the process (stdin and stdout are pipes: the child stops on a line from stdin).
+    Secrets reach it in `env` (added to this environment), never in argv. The child is
+    killed on the way out if it is still running."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(script).resolve()),
+        flag,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, **env},
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), CHILD_START_TIMEOUT)
+        if not line:
+            raise RuntimeError(f"{Path(script).name} {flag} exited before listening")
+        yield json.loads(line), process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -64,7 +64,7 @@ from rich.console import Console
 from rich.table import Table
 
 from itinerary.actors.storeio import StoreCalls
-from itinerary.benchio import machine_facts
+from itinerary.benchio import child_server, machine_facts
 from itinerary.channels.gateway import CATCH_UP, ChannelGateway
 from itinerary.config.channels import LimitConfig, WebhookChannelConfig
 from itinerary.engine import ratelimit
@@ -79,7 +79,6 @@ DEFAULT_OUT = REPO / "results" / "bench_throttle.json"
 TARGET_ERROR_PCT = 1.0
 TOKEN_ENV = "ITINERARY_BENCH_THROTTLE_TOKEN"  # the receiver's token reaches it here, not in argv
 BACKLOG_MARGIN = 2.0  # seconds of traffic queued beyond warmup + window
-RECEIVER_START_TIMEOUT = 30.0
 SETTLE = 0.3  # seconds after the window before stopping, so the last arrivals are recorded
 _FINAL_STATE = {SENT: DONE, FAILED: DEAD, EXPIRED: DEAD}
 
@@ -130,24 +129,8 @@ class _Receiver:
 
 @contextlib.asynccontextmanager
 async def _receiver(token: str) -> AsyncIterator[_Receiver]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--serve-receiver",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, TOKEN_ENV: token},
-    )
-    try:
-        assert process.stdout is not None
-        line = await asyncio.wait_for(process.stdout.readline(), RECEIVER_START_TIMEOUT)
-        if not line:
-            raise RuntimeError("the receiver process exited before listening")
-        yield _Receiver(process, int(json.loads(line)["port"]))
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    async with child_server(__file__, "--serve-receiver", {TOKEN_ENV: token}) as (listening, process):
+        yield _Receiver(process, int(listening["port"]))
 
 
 # -- one limit ------------------------------------------------------------------------

@@ -107,6 +107,11 @@ def test_period_must_be_positive() -> None:
         ({"retry": {"backoff": "PT2S", "max_backoff": "PT1S"}}, "at least backoff"),
         ({"queue_size": 0}, "greater than or equal to 1"),
         ({"headers": {"Authorization": "Basic abc"}}, "use `token`"),
+        ({"headers": {"Content-Length": "10"}}, "it frames the request"),
+        ({"headers": {"transfer-encoding": "chunked"}}, "it frames the request"),
+        ({"headers": {"X Tenant": "acme"}}, "not a valid HTTP field name"),
+        ({"headers": {"X-Tenant": "acme\r\nX-Injected: 1"}}, "line break or NUL"),
+        ({"headers": {"X-Tenant": "acme\x00"}}, "line break or NUL"),
     ],
 )
 def test_bounds(fields: dict[str, Any], text: str) -> None:
