@@ -9,8 +9,8 @@ without the noise of a full pipeline:
 * the real `GatewayActor` (outbox in SQLite in a temporary directory, outcomes routed to
   a recording shard through `LocalPeers`) with the real `WebhookProvider`, unthrottled,
   on a uvloop event loop as in a Ray actor;
-* the load tool's webhook receiver (`LatencyWebhookReceiver`, what `itinerary load`
-  runs) in a child process of its own, like a real endpoint.
+* the load tool's webhook receiver (`HttpReceiver`, what `itinerary load` runs) in a
+  child process of its own, like a real endpoint.
 
 Requests are submitted open-loop, a batch every 50 ms (the shards' send batches), at
 `--rate` messages per second for `--duration` seconds; then it waits for every outcome.
@@ -65,18 +65,21 @@ def _cpu_seconds() -> float:
 async def _serve_receiver() -> None:
     """Child: the load tool's webhook receiver until a line arrives on stdin; prints its
     port, then {"received": n, "cpu_s": s} counted from the first request to the stop."""
-    from itinerary.load.receiver import LatencyWebhookReceiver
+    from itinerary.channels.webhook import EVENT_TIME_HEADER
+    from itinerary.load.http_server import HttpReceiver, ReceivedCall
 
     received = 0
     cpu_at_first: list[float] = []
 
-    def on_delivery(path: str, key: str | None, arrived: float, event_ts: float | None) -> None:
+    def on_call(call: ReceivedCall) -> None:
         nonlocal received
         if not cpu_at_first:
             cpu_at_first.append(_cpu_seconds())
         received += 1
 
-    receiver = LatencyWebhookReceiver(os.environ[TOKEN_ENV], "127.0.0.1", 0, on_delivery=on_delivery)
+    receiver = HttpReceiver(
+        "127.0.0.1", 0, token=os.environ[TOKEN_ENV], on_call=on_call, event_time_header=EVENT_TIME_HEADER
+    )
     await receiver.start()
     print(json.dumps({"port": receiver.port}), flush=True)
     await asyncio.to_thread(sys.stdin.readline)

@@ -1,8 +1,9 @@
 """The load tool's receivers: the demo channels' endpoints, timing every message they get.
 
-The HTTP one is the project's `WebhookReceiver` (aiohttp); the SMTP one is the load tool's
-own `SmtpServer` (itinerary/load/smtp_server.py), which costs a third of aiosmtpd's CPU per
-message, CPU the engine under test needs when both share a machine. Both read the
+Both are the load tool's own: `HttpReceiver` (itinerary/load/http_server.py) and
+`SmtpServer` (itinerary/load/smtp_server.py) cost a fraction of the CPU per message of
+aiohttp's web server and aiosmtpd, which the tests and the demo use: CPU the engine under
+test needs when both share a machine. Both read the
 `X-Itinerary-Event-Time` header the gateways add to each delivery (see
 channels/webhook.py and channels/email.py) and record arrival minus that time: the
 event-to-delivery latency, per channel and per journey, in a DeliveryStats.
@@ -23,26 +24,22 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import yaml
-from aiohttp import web
 
 from itinerary.channels.email import EVENT_TIME_HEADER as MAIL_EVENT_TIME
 from itinerary.channels.email import IDEMPOTENCY_HEADER as MAIL_IDEMPOTENCY_KEY
 from itinerary.channels.webhook import EVENT_TIME_HEADER as HTTP_EVENT_TIME
+from itinerary.load.http_server import HttpReceiver, ReceivedCall
 from itinerary.load.smtp_server import ReceivedMessage, SmtpServer
 from itinerary.load.stats import DeliveryStats
-from itinerary.receivers import WebhookReceiver
 
 __all__ = [
     "ChannelNames",
     "DeliveryReceivers",
-    "LatencyWebhookReceiver",
     "event_time_of_mail",
     "idempotency_key_of_mail",
     "journey_of",
     "mail_header",
 ]
-
-OnDelivery = Callable[[str, str | None, float, float | None], None]  # (path, key, arrived, event_ts)
 
 
 def journey_of(message_id: str | None) -> str | None:
@@ -91,35 +88,6 @@ def idempotency_key_of_mail(raw: bytes) -> str | None:
     """The X-Itinerary-Idempotency-Key of a raw message, read without a full header parse."""
     value = mail_header(raw, _MAIL_IDEMPOTENCY_KEY)
     return None if value is None else value.decode("utf-8", "replace")
-
-
-class LatencyWebhookReceiver(WebhookReceiver):
-    """A WebhookReceiver that reports each accepted call's event time to `on_delivery`.
-
-    It keeps no request records (the base class's `received` and `requests` lists would
-    grow for the whole run); idempotency keys are still counted, so `duplicates` works.
-    """
-
-    def __init__(self, token: str | None, host: str, port: int, *, on_delivery: OnDelivery) -> None:
-        super().__init__(token, host, port)
-        self._on_delivery = on_delivery
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        response = await super()._handle(request)
-        self.requests.clear()
-        return response
-
-    async def _answer(self, request: web.Request, arrived: float) -> web.Response:
-        response = await super()._answer(request, arrived)
-        if response.status == 200:
-            self.received.clear()
-            self._on_delivery(
-                request.path,
-                request.headers.get("Idempotency-Key"),
-                arrived,
-                _float(request.headers.get(HTTP_EVENT_TIME)),
-            )
-        return response
 
 
 @dataclass
@@ -178,8 +146,11 @@ class DeliveryReceivers:
         self.names = names or ChannelNames()
         self.stats = stats or DeliveryStats(clock())
         self.smtp = SmtpServer(host, smtp_port, on_message=self._mail_delivery, clock=clock)
-        self.http = LatencyWebhookReceiver(token, host, http_port, on_delivery=self._http_delivery)
+        self.http = HttpReceiver(
+            host, http_port, token=token, on_call=self._http_delivery, event_time_header=HTTP_EVENT_TIME, clock=clock
+        )
         self._mail_keys: Counter[str | None] = Counter()
+        self._http_keys: Counter[str | None] = Counter()
 
     def describe(self) -> str:
         return f"SMTP {self.smtp.host}:{self.smtp.port}, HTTP {self.http.url}"
@@ -201,7 +172,7 @@ class DeliveryReceivers:
     def duplicates(self) -> int:
         """Messages received again under an idempotency key already seen (resends)."""
         mail = sum(count - 1 for count in self._mail_keys.values())
-        return mail + self.http.duplicates
+        return mail + sum(count - 1 for count in self._http_keys.values())
 
     def _mail_delivery(self, message: ReceivedMessage) -> None:
         key = idempotency_key_of_mail(message.content)
@@ -209,5 +180,8 @@ class DeliveryReceivers:
         channel = self.names.of_mail(self.smtp.port)
         self.stats.delivered(channel, journey_of(key), message.arrived, event_time_of_mail(message.content))
 
-    def _http_delivery(self, path: str, key: str | None, arrived: float, event_ts: float | None) -> None:
-        self.stats.delivered(self.names.of_http(path), journey_of(key), arrived, event_ts)
+    def _http_delivery(self, call: ReceivedCall) -> None:
+        self._http_keys[call.idempotency_key] += 1
+        self.stats.delivered(
+            self.names.of_http(call.path), journey_of(call.idempotency_key), call.arrived, call.event_time
+        )

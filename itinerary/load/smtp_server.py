@@ -16,11 +16,11 @@ without sockets; `SmtpServer` binds it to an asyncio server.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+
+from itinerary.load.serving import SessionServer
 
 __all__ = ["MAX_LINE", "MAX_MESSAGE", "ReceivedMessage", "SmtpServer", "SmtpServerSession"]
 
@@ -194,37 +194,7 @@ class SmtpServerSession:
         self._rcpt_tos = []
 
 
-class _SmtpProtocol(asyncio.Protocol):
-    """Feeds a connection's bytes to its SmtpServerSession and writes the replies."""
-
-    def __init__(self, server: SmtpServer) -> None:
-        self._server = server
-        self._session = SmtpServerSession(server.hostname)
-        self._transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, only alike.
-        self._transport = cast(asyncio.Transport, transport)
-        self._server.sessions += 1
-        self._server.open_transports.add(self._transport)
-        self._transport.write(self._session.greeting())
-
-    def data_received(self, data: bytes) -> None:
-        replies, messages = self._session.feed(data, self._server.clock())
-        assert self._transport is not None
-        if replies:
-            self._transport.write(replies)
-        for message in messages:
-            self._server.on_message(message)
-        if self._session.closing:
-            self._transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._transport is not None:
-            self._server.open_transports.discard(self._transport)
-
-
-class SmtpServer:
+class SmtpServer(SessionServer[ReceivedMessage]):
     """An SMTP receiver on the running event loop, calling `on_message` for each message.
 
     `port` 0 picks a free port, stored in `.port` once started. `sessions` counts the
@@ -240,26 +210,9 @@ class SmtpServer:
         clock: Callable[[], float] = time.time,
         hostname: str = "itinerary-load",
     ) -> None:
-        self.host = host
-        self.port = port
-        self.on_message = on_message
-        self.clock = clock
+        super().__init__(host, port, new_session=lambda: SmtpServerSession(hostname), on_item=on_message, clock=clock)
         self.hostname = hostname
-        self.sessions = 0
-        self.open_transports: set[asyncio.Transport] = set()
-        self._server: asyncio.Server | None = None
 
-    async def start(self) -> None:
-        """Listen; raises OSError if the port is taken."""
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _SmtpProtocol(self), self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        """Stop listening and close open sessions."""
-        if self._server is not None:
-            server, self._server = self._server, None
-            server.close()
-            for transport in list(self.open_transports):
-                transport.close()
-            await server.wait_closed()
+    @property
+    def sessions(self) -> int:
+        return self.connections
