@@ -71,6 +71,7 @@ class Coalescer:
         self.failures = 0
         self.refused = 0
         self.lost = 0
+        self.taken = 0  # items handed over by take() instead of a call
 
     @property
     def pending(self) -> int:
@@ -96,6 +97,10 @@ class Coalescer:
                 wait = self._last_call + self._interval - self._clock()
                 if wait > 0:
                     await wait_event(self._hurry, wait)
+                    if not self._buffer:
+                        break  # taken meanwhile (see take): nothing to call with
+                    if self._last_call + self._interval - self._clock() > 0 and not self._hurry.is_set():
+                        continue  # a take() restarted the interval
                 self._last_call = self._clock()
                 batch = self._buffer[: self._max_batch]
                 del self._buffer[: self._max_batch]
@@ -129,6 +134,22 @@ class Coalescer:
                         self._interval = min(hold, self._max_hold)
         finally:
             self._task = None
+
+    def take(self, limit: int | None = None) -> list[Any]:
+        """Hand the items waiting for the next call to a caller that reaches the peer anyway
+        (an answer to the peer's own call), so no call of ours is needed for them.
+
+        Counts as a call for the interval: what arrives next waits a full interval, giving
+        the peer's next call the chance to carry it too. Items of a call in flight are not
+        in the buffer, so order towards the peer is kept."""
+        if not self._buffer:
+            return []
+        count = self._max_batch if limit is None else min(limit, self._max_batch)
+        taken = self._buffer[:count]
+        del self._buffer[:count]
+        self._last_call = self._clock()
+        self.taken += len(taken)
+        return taken
 
     async def drain(self) -> None:
         """Hand over everything queued so far now (no waiting out an interval or a hold),

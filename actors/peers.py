@@ -22,7 +22,9 @@ class Peers(Protocol):
 
     async def apply_batch(self, shard: int, sender: str, seq: int, blob: bytes) -> int: ...
 
-    async def submit_sends(self, channel: str, requests: list[SendRequest]) -> dict[str, Any]: ...
+    async def submit_sends(
+        self, channel: str, requests: list[SendRequest], shard: int | None = None
+    ) -> dict[str, Any]: ...
 
     async def deliver_outcomes(self, shard: int, outcomes: list[Outcome]) -> None: ...
 
@@ -92,9 +94,11 @@ class RayPeers:
     async def apply_batch(self, shard: int, sender: str, seq: int, blob: bytes) -> int:
         return int(await self._call(shard_name(shard), "apply_batch", sender, seq, blob))
 
-    async def submit_sends(self, channel: str, requests: list[SendRequest]) -> dict[str, Any]:
-        """The gateway's answer: {"queued", "rejected", "backlog_s", ...}."""
-        return await self._call(gateway_name(channel), "submit", msgpack.packb(requests, use_bin_type=True))  # type: ignore[no-any-return]
+    async def submit_sends(self, channel: str, requests: list[SendRequest], shard: int | None = None) -> dict[str, Any]:
+        """The gateway's answer: {"queued", "rejected", "backlog_s", ...}, and "outcomes"
+        (msgpack bytes) waiting for `shard` when the caller names itself."""
+        blob = msgpack.packb(requests, use_bin_type=True)
+        return await self._call(gateway_name(channel), "submit", blob, shard)  # type: ignore[no-any-return]
 
     async def get_profile(self, shard: int, key: str) -> dict[str, Any] | None:
         return await self._call(shard_name(shard), "get_profile", key)  # type: ignore[no-any-return]
@@ -123,7 +127,7 @@ class LocalPeers:
     async def apply_batch(self, shard: int, sender: str, seq: int, blob: bytes) -> int:
         return int(await self.shards[shard].apply_batch(sender, seq, blob))
 
-    async def submit_sends(self, channel: str, requests: list[SendRequest]) -> dict[str, Any]:
+    async def submit_sends(self, channel: str, requests: list[SendRequest], shard: int | None = None) -> dict[str, Any]:
         gateway = self.gateways.get(channel)
         if gateway is None:
             self.dropped_sends += len(requests)

@@ -525,8 +525,14 @@ class ProfileShard:
         """One call to the channel's gateway; returns how long the next call may wait.
 
         Half the gateway's backlog: its queue still holds that much work when the next
-        sends arrive, so holding them back delays no delivery (see Coalescer)."""
-        answer = await self.peers.submit_sends(channel, requests)
+        sends arrive, so holding them back delays no delivery (see Coalescer). The answer
+        may carry outcomes for this shard (the gateway saves a call of its own): they are
+        applied as if `deliver_outcomes` had been called, before the next call goes."""
+        answer = await self.peers.submit_sends(channel, requests, self.index)
+        outcomes = answer.get("outcomes")
+        if outcomes:
+            self.counts["outcomes_with_answers"] += 1
+            await self.deliver_outcomes(outcomes)
         return float(answer.get("backlog_s") or 0.0) / 2
 
     async def drain_sends(self) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import os
 import secrets
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +241,37 @@ def test_prune_forgets_delivered_messages_past_retention_in_slices(outbox: Any) 
     known = {message_id for message_id, _, _ in outbox.add([("m0", b"r"), ("m3", b"r"), ("m4", b"r")], 600.0)}
     assert known == {"m3", "m4"}
     outbox.close()
+
+
+def test_a_shard_calling_with_sends_gets_its_waiting_outcomes_in_the_answer(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        hooks = WebhookReceiver(token=TOKEN)
+        await hooks.start()
+        try:
+            app = app_for(f"{hooks.url}/hook", {"data_dir": str(tmp_path)}, calls_per_s=1000)
+            # Outcomes go back at most every 5 s on the gateway's own calls: plenty of time
+            # for the shard's next call to find them waiting.
+            app = app.model_copy(
+                update={"runtime": app.runtime.model_copy(update={"outcome_flush": timedelta(seconds=5)})}
+            )
+            gw, shard = gateway(app)
+            gw.gateway._flush_interval = 0.01  # the same setting paces the gateway's own outcome flush
+            await gw.submit(msgpack.packb([request(0)]), 0)
+            assert await wait_until(lambda: len(shard.outcomes) == 1, timeout=10)  # an idle return path calls at once
+            await gw.submit(msgpack.packb([request(n) for n in range(1, 6)]), 0)
+            assert await wait_until(lambda: gw._returns[0].pending == 5, timeout=10)
+
+            answer = await gw.submit(msgpack.packb([request(6)]), 0)
+            carried = msgpack.unpackb(answer["outcomes"], raw=False)
+            assert sorted(o["id"] for o in carried) == sorted(request(n)["id"] for n in range(1, 6))
+            assert {o["outcome"] for o in carried} == {"sent"}
+            assert len(shard.outcomes) == 1 and gw._returns[0].pending == 0  # none went twice
+
+            # a caller that does not name its shard gets none (they are not its own)
+            assert await wait_until(lambda: gw._returns[0].pending == 1, timeout=10)
+            assert "outcomes" not in await gw.submit(msgpack.packb([]))
+            assert (await gw.stats())["shard_calls"] == {"0": 1}
+        finally:
+            await hooks.stop()
+
+    asyncio.run(scenario())

@@ -115,3 +115,57 @@ def test_a_hold_no_longer_than_min_interval_changes_nothing() -> None:
         assert peer.batches == [[0], [1], [2]] and coalescer.held == 0
 
     asyncio.run(scenario())
+
+
+def test_items_taken_for_a_peer_answer_leave_no_call_behind() -> None:
+    async def scenario() -> None:
+        peer = HoldingPeer(hold=None)
+        coalescer = Coalescer("t", peer.call, min_interval=60.0)
+        coalescer.add([1])  # an idle coalescer calls at once
+        while not peer.batches:
+            await asyncio.sleep(0)
+        coalescer.add([2, 3])  # these wait out the interval...
+        assert coalescer.take() == [2, 3]  # ...until an answer to the peer takes them
+        assert coalescer.pending == 0 and coalescer.taken == 2
+        await asyncio.sleep(0.05)
+        await coalescer.drain()
+        assert peer.batches == [[1]]  # no call, not even an empty one
+
+    asyncio.run(scenario())
+
+
+def test_take_hands_over_the_oldest_items_first_and_a_drain_sends_the_rest() -> None:
+    async def scenario() -> None:
+        peer = HoldingPeer(hold=None)
+        coalescer = Coalescer("t", peer.call, min_interval=60.0)
+        coalescer.add([1])
+        while not peer.batches:
+            await asyncio.sleep(0)
+        coalescer.add([2, 3, 4])
+        assert coalescer.take(limit=2) == [2, 3]
+        await coalescer.drain()
+        assert peer.batches == [[1], [4]]
+        assert coalescer.take() == []
+
+    asyncio.run(scenario())
+
+
+def test_a_take_restarts_the_interval_of_a_waiting_call() -> None:
+    async def scenario() -> None:
+        now = [0.0]
+        peer = HoldingPeer(hold=None)
+        coalescer = Coalescer("t", peer.call, min_interval=0.05, clock=lambda: now[0])
+        coalescer.add([1])
+        while not peer.batches:
+            await asyncio.sleep(0)
+        coalescer.add([2])  # waits 0.05 s (real) for the interval, by the clock from 0.0
+        now[0] = 0.04
+        assert coalescer.take() == [2]  # the interval now runs from 0.04
+        coalescer.add([3])
+        await asyncio.sleep(0.1)  # the wait ends; by the clock only 0 s have passed since the take
+        assert peer.batches == [[1]] and coalescer.pending == 1
+        now[0] = 0.2
+        await coalescer.drain()
+        assert peer.batches == [[1], [3]]
+
+    asyncio.run(scenario())
