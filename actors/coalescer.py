@@ -139,15 +139,16 @@ class Coalescer:
         """Hand the items waiting for the next call to a caller that reaches the peer anyway
         (an answer to the peer's own call), so no call of ours is needed for them.
 
-        Counts as a call for the interval: what arrives next waits a full interval, giving
-        the peer's next call the chance to carry it too. Items of a call in flight are not
-        in the buffer, so order towards the peer is kept."""
+        Counts as a call for the interval, even when nothing was waiting: the peer is in
+        touch, so what arrives next waits up to a full interval for the peer's next call
+        to carry it, and is called over only if none comes. Items of a call in flight are
+        not in the buffer, so order towards the peer is kept."""
+        self._last_call = self._clock()
         if not self._buffer:
             return []
         count = self._max_batch if limit is None else min(limit, self._max_batch)
         taken = self._buffer[:count]
         del self._buffer[:count]
-        self._last_call = self._clock()
         self.taken += len(taken)
         return taken
 

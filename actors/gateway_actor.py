@@ -155,8 +155,9 @@ class GatewayActor:
 
         Under load a shard calls every few tens of ms with more sends, and an actor call
         costs about as much CPU on each side as the hundreds of outcomes it carries (1-2 ms
-        on the development machine): the answer it waits for anyway takes them, and the
-        gateway's own call to the shard is left for when no sends come."""
+        on the development machine): the answer it waits for anyway takes them. Outcomes
+        that come after it wait for the shard's next call, and the gateway's own call goes
+        only when none came within the outcome interval (a shard that stopped sending)."""
         coalescer = self._returns.get(shard) if shard is not None else None
         if coalescer is None:
             return

@@ -169,3 +169,23 @@ def test_a_take_restarts_the_interval_of_a_waiting_call() -> None:
         assert peer.batches == [[1], [3]]
 
     asyncio.run(scenario())
+
+
+def test_a_take_with_nothing_waiting_still_holds_what_comes_next_for_the_peer() -> None:
+    async def scenario() -> None:
+        now = [0.0]
+        peer = HoldingPeer(hold=None)
+        coalescer = Coalescer("t", peer.call, min_interval=0.03, clock=lambda: now[0])
+        assert coalescer.take() == []  # the peer called us at 0.0
+        coalescer.add([1])  # so this waits for its next call (or for the interval)
+        await asyncio.sleep(0.05)
+        assert peer.batches == [] and coalescer.pending == 1
+        now[0] = 0.01
+        assert coalescer.take() == [1]
+        now[0] = 1.0  # the peer went quiet: items are called over after the interval
+        coalescer.add([2])
+        while not peer.batches:
+            await asyncio.sleep(0.005)
+        assert peer.batches == [[2]]
+
+    asyncio.run(scenario())
