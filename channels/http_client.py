@@ -2,11 +2,12 @@
 
 Why not aiohttp's ClientSession: a custom action sends the same small JSON request to the
 same origin thousands of times a second, and the session's generality (cookie jar, URL
-objects, multidict headers, tracing, redirects, a timer handle per call) cost 106 us of
-the gateway's CPU per call on the development machine; this client, one asyncio Protocol
-per connection and the parser in http1.py, costs about a third of that
-(scripts/bench_gateway.py). aiohttp still resolves host names (any AbstractResolver, so
-the netpolicy check stays in the resolver) and serves the ingress.
+objects, multidict headers, tracing, redirects, a timer per call) cost 106 us of the
+gateway's CPU per call on the development machine. With this client, one asyncio Protocol
+per connection and the parser in http1.py, the gateway's whole cost per webhook message
+fell from 163 to 108 us (scripts/bench_gateway.py, docs/benchmarks.md). aiohttp still
+resolves host names (any AbstractResolver, so the netpolicy check stays in the resolver)
+and serves the ingress.
 
 Connections are kept for reuse while the server allows it (HTTP/1.1 without
 `Connection: close`), at most `max_connections` at a time, and closed after
