@@ -39,11 +39,6 @@ from itinerary.store.memory import MemoryOutboxStore
 _FINAL_STATE = {SENT: DONE, FAILED: DEAD, EXPIRED: DEAD}
 PRUNE_EVERY = 60.0  # seconds between sweeps of delivered messages past their retention
 PRUNE_SLICE = 2000  # delivered messages forgotten per transaction of a sweep
-# How long outcomes gather before they are recorded in the outbox (one transaction) and
-# routed. Routing calls no shard by itself: the return path paces the calls (at most one
-# per `runtime.outcome_flush`, or none when the shard's next send call takes them), so
-# gathering as long as that only made second messages wait twice.
-RECORD_INTERVAL = 0.01  # seconds, or runtime.outcome_flush if shorter
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +64,7 @@ class GatewayActor:
         self._kwargs: dict[str, Any] = {
             "outcome_sink": self._deliver,
             "observer": GatewayMetrics(),
-            "flush_interval": min(RECORD_INTERVAL, app.runtime.outcome_flush.total_seconds()),
+            "flush_interval": app.runtime.outcome_flush.total_seconds(),
         }
         if clock is not None:
             self._kwargs["clock"] = clock
