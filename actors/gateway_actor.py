@@ -184,6 +184,8 @@ class GatewayActor:
             "resent": self._resent,
         }
         stats["shard_calls"] = {str(shard): c.calls for shard, c in sorted(self._returns.items())}
+        # Outcomes that went back in the answers to shards' send calls instead of a call.
+        stats["outcomes_on_answers"] = {str(shard): c.taken for shard, c in sorted(self._returns.items())}
         stats["stalls"] = self._stalls.summary()
         return stats
 

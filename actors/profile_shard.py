@@ -686,6 +686,7 @@ class ProfileShard:
             "duplicates": self.counts["duplicates"],
             "decisions": self.counts["decisions"],
             "sends": self.counts["sends"],
+            "outcome_batches_on_send_answers": self.counts["outcomes_with_answers"],
             "timers_fired": self.counts["timers_fired"],
             "timer_lateness_ms": status_percentiles(self.timer_lateness),
             "stalls": self._stalls.summary(),

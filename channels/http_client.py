@@ -10,9 +10,10 @@ resolves host names (any AbstractResolver, so the netpolicy check stays in the r
 and serves the ingress.
 
 Connections are kept for reuse while the server allows it (HTTP/1.1 without
-`Connection: close`), at most `max_connections` at a time, and closed after
-`KEEPALIVE_IDLE` seconds unused: servers drop idle connections, and a request written on
-one the server has just closed is lost. Such a request (no byte of an answer came back
+`Connection: close`), at most `max_connections` at a time; one unused for
+`KEEPALIVE_IDLE` seconds is closed at the next call instead of reused (no timer per
+call): servers drop idle connections, and a request written on one the server has just
+closed is lost. Such a request (no byte of an answer came back
 on a reused connection) is sent once more on a new connection; it carries its
 idempotency key, so a receiver that did see it can tell.
 """

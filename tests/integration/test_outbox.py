@@ -270,7 +270,8 @@ def test_a_shard_calling_with_sends_gets_its_waiting_outcomes_in_the_answer(tmp_
             # a caller that does not name its shard gets none (they are not its own)
             assert await wait_until(lambda: gw._returns[0].pending == 1, timeout=10)
             assert "outcomes" not in await gw.submit(msgpack.packb([]))
-            assert (await gw.stats())["shard_calls"] == {"0": 1}
+            stats = await gw.stats()
+            assert stats["shard_calls"] == {"0": 1} and stats["outcomes_on_answers"] == {"0": 5}
         finally:
             await hooks.stop()
 
