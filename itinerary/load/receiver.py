@@ -17,7 +17,6 @@ maps to the channel that points there.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from itinerary.channels.email import EVENT_TIME_HEADER as MAIL_EVENT_TIME
 from itinerary.channels.email import IDEMPOTENCY_HEADER as MAIL_IDEMPOTENCY_KEY
 from itinerary.channels.webhook import EVENT_TIME_HEADER as HTTP_EVENT_TIME
 from itinerary.load.http_server import HttpReceiver, ReceivedCall
+from itinerary.load.recent import RecentKeys
 from itinerary.load.smtp_server import ReceivedMessage, SmtpServer
 from itinerary.load.stats import DeliveryStats
 
@@ -149,8 +149,9 @@ class DeliveryReceivers:
         self.http = HttpReceiver(
             host, http_port, token=token, on_call=self._http_delivery, event_time_header=HTTP_EVENT_TIME, clock=clock
         )
-        self._mail_keys: Counter[str | None] = Counter()
-        self._http_keys: Counter[str | None] = Counter()
+        # Keys per kind of receiver: a resend comes back through the same one.
+        self._mail_keys = RecentKeys()
+        self._http_keys = RecentKeys()
 
     def describe(self) -> str:
         return f"SMTP {self.smtp.host}:{self.smtp.port}, HTTP {self.http.url}"
@@ -170,18 +171,18 @@ class DeliveryReceivers:
 
     @property
     def duplicates(self) -> int:
-        """Messages received again under an idempotency key already seen (resends)."""
-        mail = sum(count - 1 for count in self._mail_keys.values())
-        return mail + sum(count - 1 for count in self._http_keys.values())
+        """Messages received again under an idempotency key seen recently (resends; see
+        RecentKeys for how far back)."""
+        return self._mail_keys.duplicates + self._http_keys.duplicates
 
     def _mail_delivery(self, message: ReceivedMessage) -> None:
         key = idempotency_key_of_mail(message.content)
-        self._mail_keys[key] += 1
+        self._mail_keys.add(key)
         channel = self.names.of_mail(self.smtp.port)
         self.stats.delivered(channel, journey_of(key), message.arrived, event_time_of_mail(message.content))
 
     def _http_delivery(self, call: ReceivedCall) -> None:
-        self._http_keys[call.idempotency_key] += 1
+        self._http_keys.add(call.idempotency_key)
         self.stats.delivered(
             self.names.of_http(call.path), journey_of(call.idempotency_key), call.arrived, call.event_time
         )
