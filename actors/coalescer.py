@@ -95,12 +95,9 @@ class Coalescer:
         try:
             while self._buffer:
                 wait = self._last_call + self._interval - self._clock()
-                if wait > 0:
+                if wait > 0 and not self._hurry.is_set():
                     await wait_event(self._hurry, wait)
-                    if not self._buffer:
-                        break  # taken meanwhile (see take): nothing to call with
-                    if self._last_call + self._interval - self._clock() > 0 and not self._hurry.is_set():
-                        continue  # a take() restarted the interval
+                    continue  # look again: a take() may have emptied the buffer or restarted the interval
                 self._last_call = self._clock()
                 batch = self._buffer[: self._max_batch]
                 del self._buffer[: self._max_batch]

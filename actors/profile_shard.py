@@ -531,7 +531,7 @@ class ProfileShard:
         answer = await self.peers.submit_sends(channel, requests, self.index)
         outcomes = answer.get("outcomes")
         if outcomes:
-            self.counts["outcomes_with_answers"] += 1
+            self.counts["outcome_batches_on_send_answers"] += 1
             await self.deliver_outcomes(outcomes)
         return float(answer.get("backlog_s") or 0.0) / 2
 
@@ -686,7 +686,7 @@ class ProfileShard:
             "duplicates": self.counts["duplicates"],
             "decisions": self.counts["decisions"],
             "sends": self.counts["sends"],
-            "outcome_batches_on_send_answers": self.counts["outcomes_with_answers"],
+            "outcome_batches_on_send_answers": self.counts["outcome_batches_on_send_answers"],
             "timers_fired": self.counts["timers_fired"],
             "timer_lateness_ms": status_percentiles(self.timer_lateness),
             "stalls": self._stalls.summary(),

@@ -138,13 +138,9 @@ class ResponseParser:
         while True:
             state = self._state
             if state == _HEAD:
-                end = buffer.find(b"\r\n\r\n")
+                end = self._find(b"\r\n\r\n", MAX_HEAD, f"response head over {MAX_HEAD} bytes")
                 if end == -1:
-                    if len(buffer) > MAX_HEAD:
-                        raise ProtocolError(f"response head over {MAX_HEAD} bytes")
                     return None
-                if end > MAX_HEAD:
-                    raise ProtocolError(f"response head over {MAX_HEAD} bytes")
                 head = bytes(buffer[:end])
                 del buffer[: end + 4]
                 self._read_head(head)
@@ -153,10 +149,8 @@ class ResponseParser:
                     return None
                 self._state = _DONE
             elif state == _CHUNK_SIZE:
-                end = buffer.find(b"\r\n")
+                end = self._find(b"\r\n", MAX_CHUNK_LINE, "chunk size line too long")
                 if end == -1:
-                    if len(buffer) > MAX_CHUNK_LINE:
-                        raise ProtocolError("chunk size line too long")
                     return None
                 size_text = bytes(buffer[:end]).split(b";", 1)[0].strip(b" \t")
                 if not _HEX.match(size_text) or len(size_text) > 16:
@@ -176,10 +170,8 @@ class ResponseParser:
                 del buffer[:2]
                 self._state = _CHUNK_SIZE
             elif state == _TRAILERS:
-                end = buffer.find(b"\r\n")
+                end = self._find(b"\r\n", MAX_HEAD, f"trailers over {MAX_HEAD} bytes")
                 if end == -1:
-                    if len(buffer) > MAX_HEAD:
-                        raise ProtocolError(f"trailers over {MAX_HEAD} bytes")
                     return None
                 del buffer[: end + 2]
                 if end == 0:  # the blank line that ends the trailers
@@ -192,6 +184,14 @@ class ResponseParser:
                 self.extra += len(buffer)
                 buffer.clear()
                 return self._response()
+
+    def _find(self, marker: bytes, limit: int, too_long: str) -> int:
+        """Where `marker` starts in the buffer, -1 while it has not arrived; a line or head
+        longer than `limit` is refused whether or not its end is here yet."""
+        end = self._buffer.find(marker)
+        if end > limit or (end == -1 and len(self._buffer) > limit):
+            raise ProtocolError(too_long)
+        return end
 
     def _skip_body(self) -> bool:
         """Drop buffered body bytes up to the remaining count; True once none remain."""

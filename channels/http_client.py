@@ -70,8 +70,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         parser, answer = self._parser, self._answer
         if parser is None or answer is None or answer.done():
-            self.closed = True  # bytes nobody asked for: the stream can no longer be trusted
-            self.close()
+            self.close()  # bytes nobody asked for: the stream can no longer be trusted
             return
         try:
             response = parser.feed(data)

@@ -46,6 +46,7 @@ from itinerary.actors.gateway_actor import GatewayActor
 from itinerary.actors.peers import LocalPeers
 from itinerary.benchio import CHILD_START_TIMEOUT, child_server, write_report
 from itinerary.config.app import AppConfig
+from itinerary.load.stats import new_histogram, percentiles_ms, record
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "results" / "bench_gateway.json"
@@ -97,14 +98,14 @@ class _OutcomeRecorder:
     def __init__(self) -> None:
         self.outcomes = 0
         self.sent = 0
-        self.latencies: list[float] = []
+        self.latency = new_histogram()
 
     async def deliver_outcomes(self, blob: bytes) -> None:
         for outcome in msgpack.unpackb(blob, raw=False):
             self.outcomes += 1
             if outcome["outcome"] == "sent":
                 self.sent += 1
-                self.latencies.append(outcome["at"] - outcome["event_ts"])
+                record(self.latency, outcome["at"] - outcome["event_ts"])
 
 
 def _request(i: int, now: float) -> dict[str, Any]:
@@ -174,7 +175,7 @@ async def measure(rate: int, duration: float, max_connections: int = 16) -> dict
         process.stdin.write(b"stop\n")
         await process.stdin.drain()
         child = json.loads(await asyncio.wait_for(process.stdout.readline(), CHILD_START_TIMEOUT))
-    latencies = sorted(shard.latencies)
+    answer = percentiles_ms(shard.latency)
     return {
         "rate_per_s": rate,
         "duration_s": duration,
@@ -187,16 +188,10 @@ async def measure(rate: int, duration: float, max_connections: int = 16) -> dict
         "gateway_cpu_us_per_message": round(cpu / sent * 1e6, 1),
         "gateway_cpu_pct": round(cpu / wall * 100, 1),
         "receiver_cpu_us_per_message": round(child["cpu_s"] / max(1, child["received"]) * 1e6, 1),
-        "answer_ms_p50": round(_quantile(latencies, 0.5) * 1000, 2),
-        "answer_ms_p99": round(_quantile(latencies, 0.99) * 1000, 2),
+        "answer_ms_p50": round(answer.get("p50", float("nan")), 2),
+        "answer_ms_p99": round(answer.get("p99", float("nan")), 2),
         "outbox": stats["outbox"],
     }
-
-
-def _quantile(ordered: list[float], q: float) -> float:
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def run_async(rate: int, duration: float, rounds: int, max_connections: int) -> dict[str, Any]:
