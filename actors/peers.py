@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import msgpack
 
-from itinerary.actors.names import SUPERVISOR, gateway_name, shard_name
+from itinerary.actors.names import SUPERVISOR, shard_name
 from itinerary.engine.messages import Outcome, SendRequest
 
 
@@ -23,7 +23,7 @@ class Peers(Protocol):
     async def apply_batch(self, shard: int, sender: str, seq: int, blob: bytes) -> int: ...
 
     async def submit_sends(
-        self, channel: str, requests: list[SendRequest], shard: int | None = None
+        self, gateway: str, requests: list[SendRequest], shard: int | None = None
     ) -> dict[str, Any]: ...
 
     async def deliver_outcomes(self, shard: int, outcomes: list[Outcome]) -> None: ...
@@ -32,7 +32,7 @@ class Peers(Protocol):
 
     async def system_status(self) -> dict[str, Any]: ...
 
-    async def connect(self, shards: Iterable[int] = (), channels: Iterable[str] = ()) -> list[str]: ...
+    async def connect(self, shards: Iterable[int] = (), gateways: Iterable[str] = ()) -> list[str]: ...
 
 
 # How long a start-up connect waits for one peer; one that is slower is simply found on
@@ -71,14 +71,15 @@ class RayPeers:
             self.forget(name)
             raise
 
-    async def connect(self, shards: Iterable[int] = (), channels: Iterable[str] = ()) -> list[str]:
-        """Find these peers and make one call to each; returns the names not reached.
+    async def connect(self, shards: Iterable[int] = (), gateways: Iterable[str] = ()) -> list[str]:
+        """Find these peers (shards by index, gateways by actor name) and make one call
+        to each; returns the names not reached.
 
         The first call to a peer looks its name up in the GCS (a blocking call, on the
         caller's event loop) and opens a connection to the peer's process: tens of
         milliseconds that, left to the first events after a start, were the slowest
         answers of a whole load test. Peers not reached are looked up on first use."""
-        names = [shard_name(s) for s in shards] + [gateway_name(c) for c in channels]
+        names = [shard_name(s) for s in shards] + list(gateways)
 
         async def reach(name: str) -> str | None:
             try:
@@ -94,11 +95,12 @@ class RayPeers:
     async def apply_batch(self, shard: int, sender: str, seq: int, blob: bytes) -> int:
         return int(await self._call(shard_name(shard), "apply_batch", sender, seq, blob))
 
-    async def submit_sends(self, channel: str, requests: list[SendRequest], shard: int | None = None) -> dict[str, Any]:
-        """The gateway's answer: {"queued", "rejected", "backlog_s", ...}, and "outcomes"
+    async def submit_sends(self, gateway: str, requests: list[SendRequest], shard: int | None = None) -> dict[str, Any]:
+        """Send `requests` to the gateway actor named `gateway` (each request names its
+        channel). Its answer: {"queued", "rejected", "backlog_s", ...}, and "outcomes"
         (msgpack bytes) waiting for `shard` when the caller names itself."""
         blob = msgpack.packb(requests, use_bin_type=True)
-        return await self._call(gateway_name(channel), "submit", blob, shard)  # type: ignore[no-any-return]
+        return await self._call(gateway, "submit", blob, shard)  # type: ignore[no-any-return]
 
     async def get_profile(self, shard: int, key: str) -> dict[str, Any] | None:
         return await self._call(shard_name(shard), "get_profile", key)  # type: ignore[no-any-return]
@@ -111,31 +113,46 @@ class RayPeers:
 
 
 class LocalPeers:
-    """In-process twin of RayPeers: the same calls on plain objects, no Ray, no copies."""
+    """In-process twin of RayPeers: the same calls on plain objects, no Ray, no copies.
+
+    Gateways are wired by channel name: a plain object with `submit(requests)` each (a
+    `ChannelGateway`, or a test's recorder). Sends addressed to a gateway actor's name are
+    handed to the gateways of the channels the requests name."""
 
     def __init__(self) -> None:
         self.shards: dict[int, Any] = {}
         self.gateways: dict[str, Any] = {}
         self.dropped_sends = 0
 
-    async def connect(self, shards: Iterable[int] = (), channels: Iterable[str] = ()) -> list[str]:
-        """Nothing to open in one process: every peer that is wired is reachable."""
-        return [shard_name(s) for s in shards if s not in self.shards] + [
-            gateway_name(c) for c in channels if c not in self.gateways
-        ]
+    async def connect(self, shards: Iterable[int] = (), gateways: Iterable[str] = ()) -> list[str]:
+        """Nothing to open in one process: every shard that is wired is reachable, and a
+        gateway actor's name is as long as some channel is wired."""
+        return [shard_name(s) for s in shards if s not in self.shards] + ([] if self.gateways else list(gateways))
 
     async def apply_batch(self, shard: int, sender: str, seq: int, blob: bytes) -> int:
         return int(await self.shards[shard].apply_batch(sender, seq, blob))
 
-    async def submit_sends(self, channel: str, requests: list[SendRequest], shard: int | None = None) -> dict[str, Any]:
-        gateway = self.gateways.get(channel)
-        if gateway is None:
-            self.dropped_sends += len(requests)
-            return {"queued": 0, "rejected": len(requests)}
-        result = gateway.submit(requests)
-        if asyncio.iscoroutine(result):
-            result = await result
-        return result if isinstance(result, dict) else {}
+    async def submit_sends(self, gateway: str, requests: list[SendRequest], shard: int | None = None) -> dict[str, Any]:
+        per_channel: dict[str, list[SendRequest]] = {}
+        for request in requests:
+            per_channel.setdefault(str(request.get("channel")), []).append(request)
+        answer: dict[str, Any] = {"queued": 0, "rejected": 0}
+        backlogs = []
+        for channel, batch in per_channel.items():
+            target = self.gateways.get(channel)
+            if target is None:
+                self.dropped_sends += len(batch)
+                answer["rejected"] += len(batch)
+                continue
+            result = target.submit(batch)
+            if asyncio.iscoroutine(result):
+                result = await result
+            if isinstance(result, dict):
+                answer["queued"] += result.get("queued", 0)
+                answer["rejected"] += result.get("rejected", 0)
+                backlogs.append(float(result.get("backlog_s") or 0.0))
+        answer["backlog_s"] = min(backlogs, default=0.0)
+        return answer
 
     async def deliver_outcomes(self, shard: int, outcomes: list[Outcome]) -> None:
         await self.shards[shard].deliver_outcomes(msgpack.packb(outcomes, use_bin_type=True))

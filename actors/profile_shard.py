@@ -28,7 +28,7 @@ import msgpack
 
 from itinerary.actors.coalescer import Coalescer
 from itinerary.actors.metrics import ShardMetrics
-from itinerary.actors.names import shard_name
+from itinerary.actors.names import gateway_name, shard_name
 from itinerary.actors.peers import Peers
 from itinerary.actors.stalls import StallWatch, status_percentiles
 from itinerary.actors.storeio import StoreCalls
@@ -99,7 +99,8 @@ class ProfileShard:
         self._next_seq: dict[str, int] = {}
         self._held: dict[str, dict[int, tuple[bytes, asyncio.Future[int], float]]] = {}
         self._metrics = ShardMetrics(self.name)
-        self._senders: dict[str, Coalescer] = {}
+        self._senders: dict[str, Coalescer] = {}  # by gateway actor
+        self._gateway_of = app.gateway_of()
         self._timer_task: asyncio.Task[None] | None = None
         self._full_timer_round = False
         self._start_timers = start_timers
@@ -506,29 +507,32 @@ class ProfileShard:
                 raise TypeError(f"unknown effect {kind.__name__}")
 
     async def flush_sends(self) -> None:
-        """Hand gathered sends to their gateways: one call in flight per channel, the rest
-        coalesced into the next call (see Coalescer)."""
+        """Hand gathered sends to their gateway actors: one call in flight per actor (which
+        may serve several channels), the rest coalesced into the next call (see Coalescer)."""
         if not self.pending_sends:
             return
         pending, self.pending_sends = self.pending_sends, {}
+        per_gateway: dict[str, list[SendRequest]] = {}
         for channel, requests in pending.items():
             self.counts["sends"] += len(requests)
-            coalescer = self._senders.get(channel)
+            per_gateway.setdefault(self._gateway_of.get(channel) or gateway_name(channel), []).extend(requests)
+        for gateway, requests in per_gateway.items():
+            coalescer = self._senders.get(gateway)
             if coalescer is None:
-                coalescer = self._senders[channel] = Coalescer(
-                    f"{self.name}->gateway-{channel}", partial(self._submit_sends, channel)
+                coalescer = self._senders[gateway] = Coalescer(
+                    f"{self.name}->{gateway}", partial(self._submit_sends, gateway)
                 )
             # Refused sends (gateway unreachable for long) end on their action's timeout.
             self.counts["sends_refused"] += coalescer.add(requests)
 
-    async def _submit_sends(self, channel: str, requests: list[SendRequest]) -> float:
-        """One call to the channel's gateway; returns how long the next call may wait.
+    async def _submit_sends(self, gateway: str, requests: list[SendRequest]) -> float:
+        """One call to a gateway actor; returns how long the next call may wait.
 
         Half the gateway's backlog: its queue still holds that much work when the next
         sends arrive, so holding them back delays no delivery (see Coalescer). The answer
         may carry outcomes for this shard (the gateway saves a call of its own): they are
         applied as if `deliver_outcomes` had been called, before the next call goes."""
-        answer = await self.peers.submit_sends(channel, requests, self.index)
+        answer = await self.peers.submit_sends(gateway, requests, self.index)
         outcomes = answer.get("outcomes")
         if outcomes:
             self.counts["outcome_batches_on_send_answers"] += 1
@@ -638,7 +642,7 @@ class ProfileShard:
     async def connect_peers(self) -> list[str]:
         """Reach every channel's gateway once, at start (see Peers.connect); returns the
         gateways not reached."""
-        return await self.peers.connect(channels=self.catalog.config.channels)
+        return await self.peers.connect(gateways=self.catalog.config.gateway_hosts())
 
     async def get_profile(self, key: str) -> dict[str, Any] | None:
         profile = self.profiles.peek(key)
@@ -707,9 +711,9 @@ class ProfileShard:
                 "reloads": self._reloads,
             },
             "recovery": self.recovery,
-            # Calls to each gateway so far, and how many the gateway answered with a hold
+            # Calls to each gateway actor so far, and how many the gateway answered with a hold
             # (a backlog to work through): each Ray call costs ~1 ms of CPU on each side.
-            "gateway_calls": {ch: {"calls": c.calls, "held": c.held} for ch, c in sorted(self._senders.items())},
+            "gateway_calls": {gw: {"calls": c.calls, "held": c.held} for gw, c in sorted(self._senders.items())},
             "steps": [[j, n, k, c] for (j, n, k), c in sorted(self.steps.items())],
             "outcomes": [[ch, o, c] for (ch, o), c in sorted(self.outcomes.items())],
             "clock": self.clock(),

@@ -14,7 +14,7 @@ import ray
 
 from itinerary.actors.gateway_actor import GatewayActor
 from itinerary.actors.ingress import Ingress
-from itinerary.actors.names import SUPERVISOR, gateway_name, ingress_name, shard_name
+from itinerary.actors.names import SUPERVISOR, ingress_name, shard_name
 from itinerary.actors.profile_shard import ProfileShard
 from itinerary.config.app import AppConfig
 
@@ -39,8 +39,9 @@ def launch_shard(app: AppConfig, index: int) -> Any:
     return _SHARD.options(**_options(app, shard_name(index))).remote(index, app)
 
 
-def launch_gateway(app: AppConfig, channel: str) -> Any:
-    return _GATEWAY.options(**_options(app, gateway_name(channel))).remote(channel, app)
+def launch_gateway(app: AppConfig, name: str) -> Any:
+    """The gateway actor `name`, one of `app.gateway_hosts()`."""
+    return _GATEWAY.options(**_options(app, name)).remote(name, app)
 
 
 def launch_ingress(app: AppConfig, index: int, port: int) -> Any:

@@ -390,6 +390,10 @@ class ChannelGateway:
         self._rejected["queue_full"] += 1
         self._emit(item, FAILED, now, reason=QUEUE_FULL)
 
+    def current_backlog(self) -> float:
+        """`backlog` as of now on the gateway's clock."""
+        return self.backlog(self._clock())
+
     def backlog(self, now: float) -> float:
         """Seconds until the limiter admits the last message queued now (throttle mode)."""
         if self._mode != "throttle" or not self._queue:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Literal
 
@@ -9,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from itinerary.config.secrets import Secret
 
+GROUP_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DEFAULT_NAMESPACE_CODES = {"4": "ECID", "6": "Email", "7": "Phone", "9": "TNTID", "10": "AAID", "411": "AdCloud"}
 
 
@@ -145,6 +147,11 @@ class RuntimeSettings(Frozen):
     # of every second message; a Ray call costs ~1.3 ms of CPU between its two ends, so
     # each gateway sends each shard at most ~33 calls a second.
     outcome_flush: timedelta = timedelta(milliseconds=30)
+    # Channels served by one gateway actor, `gateway-<name>`; a channel named in no group
+    # has an actor of its own, `gateway-<channel>`. A shard makes one send call per group
+    # per flush, and each call costs both ends about a millisecond of CPU here, as much as
+    # a low-volume channel's messages themselves (see docs/architecture.md).
+    gateway_groups: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     actor_num_cpus: float = Field(0.0, ge=0.0)
     ingress: IngressSettings = IngressSettings()
     identity: IdentitySettings = IdentitySettings()
@@ -156,4 +163,18 @@ class RuntimeSettings(Frozen):
     def _partitions_cover_shards(self) -> RuntimeSettings:
         if self.partitions < self.shards:
             raise ValueError("partitions must be at least the number of shards")
+        return self
+
+    @model_validator(mode="after")
+    def _gateway_groups_are_well_formed(self) -> RuntimeSettings:
+        seen: dict[str, str] = {}
+        for group, channels in self.gateway_groups.items():
+            if not GROUP_NAME.fullmatch(group):
+                raise ValueError(f"gateway group name {group!r} must be letters, digits, '_' or '-'")
+            if not channels:
+                raise ValueError(f"gateway group {group!r} names no channel")
+            for channel in channels:
+                if channel in seen:
+                    raise ValueError(f"channel {channel!r} is in gateway groups {seen[channel]!r} and {group!r}")
+                seen[channel] = group
         return self

@@ -99,7 +99,7 @@ def render_stalls(status: dict[str, Any], console: Console) -> None:
     table.add_column("actor")
     for heading in ("loop lag p99", "loop lag max", "GC passes", "GC pause p99", "GC pause max"):
         table.add_column(heading, justify="right")
-    for group in ("shards", "gateways", "ingresses"):
+    for group in ("shards", "gateway_actors", "ingresses"):
         for record in status.get(group, []):
             stalls = record.get("stalls")
             if not stalls:

@@ -153,7 +153,7 @@ async def measure(rate: int, duration: float, max_connections: int = 16) -> dict
             peers = LocalPeers()
             shard = _OutcomeRecorder()
             peers.shards[0] = shard
-            actor = GatewayActor("push", _app(tmp, port, TOKEN_ENV, max_connections), peers=peers)
+            actor = GatewayActor("gateway-push", _app(tmp, port, TOKEN_ENV, max_connections), peers=peers)
             await actor.ready()
             per_batch = max(1, round(rate * TICK))
             batches = max(1, round(duration / TICK))
@@ -190,7 +190,7 @@ async def measure(rate: int, duration: float, max_connections: int = 16) -> dict
         "receiver_cpu_us_per_message": round(child["cpu_s"] / max(1, child["received"]) * 1e6, 1),
         "answer_ms_p50": round(answer.get("p50", float("nan")), 2),
         "answer_ms_p99": round(answer.get("p99", float("nan")), 2),
-        "outbox": stats["outbox"],
+        "outbox": stats["channels"][0]["outbox"],
     }
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import ray
 
 from itinerary.actors import runtime
-from itinerary.actors.names import gateway_name, ingress_name, shard_name
+from itinerary.actors.names import ingress_name, shard_name
 from itinerary.config.app import AppConfig
 from itinerary.journey_versions import merge_versions
 from itinerary.journey_versions import rows as journey_rows
@@ -60,8 +60,8 @@ class Supervisor:
         """Start every actor and wait until each answers; returns the ingress URLs."""
         self.app = self._with_stored_journeys(self.app)
         app = self.app
-        for channel in app.channels:
-            self.gateways[channel] = runtime.launch_gateway(app, channel)
+        for name in app.gateway_hosts():
+            self.gateways[name] = runtime.launch_gateway(app, name)
         for index in range(app.runtime.shards):
             self.shards[index] = runtime.launch_shard(app, index)
         await asyncio.gather(
@@ -141,10 +141,9 @@ class Supervisor:
                 name = shard_name(index)
                 self.shards[index] = await self._relaunch(name, partial(runtime.launch_shard, app, index))
                 recreated.append(name)
-        for channel, handle in list(self.gateways.items()):
+        for name, handle in list(self.gateways.items()):
             if not await self._alive(handle.ready.remote()):
-                name = gateway_name(channel)
-                self.gateways[channel] = await self._relaunch(name, partial(runtime.launch_gateway, app, channel))
+                self.gateways[name] = await self._relaunch(name, partial(runtime.launch_gateway, app, name))
                 recreated.append(name)
         for index, handle in list(self.ingresses.items()):
             # start() is idempotent; after Ray restarted the process it binds the port again
@@ -192,7 +191,7 @@ class Supervisor:
 
     async def status(self) -> dict[str, Any]:
         shards = await self._gather({shard_name(i): h.status.remote() for i, h in self.shards.items()})
-        gateways = await self._gather({gateway_name(c): h.stats.remote() for c, h in self.gateways.items()})
+        gateway_actors = await self._gather({name: h.stats.remote() for name, h in self.gateways.items()})
         ingresses = await self._gather({ingress_name(i): h.stats.remote() for i, h in self.ingresses.items()})
         return {
             "urls": self.urls,
@@ -203,10 +202,24 @@ class Supervisor:
                 for j in self.app.journeys
             ],
             "shards": shards,
-            "gateways": gateways,
+            "gateways": self._channel_stats(gateway_actors),
+            "gateway_actors": [{k: v for k, v in g.items() if k != "channels"} for g in gateway_actors],
             "ingresses": ingresses,
             "restarts": self.restarts,
         }
+
+    def _channel_stats(self, gateway_actors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each channel's figures, with the name of the actor serving it; a channel whose
+        actor did not answer is listed with that actor's error."""
+        hosts = self.app.gateway_hosts()
+        channels = []
+        for actor in gateway_actors:
+            if "error" in actor:
+                error = actor["error"]
+                channels += [{"name": c, "gateway": actor["name"], "error": error} for c in hosts[actor["name"]]]
+            else:
+                channels += [{**c, "gateway": actor["name"]} for c in actor["channels"]]
+        return channels
 
     @staticmethod
     async def _gather(calls: dict[str, Any]) -> list[dict[str, Any]]:

@@ -224,6 +224,9 @@ def test_config(
                 # temporary root (which pytest prunes), so test runs leave nothing behind.
                 "data_dir": tempfile.mkdtemp(prefix="itinerary-test-data-", dir=data_root),
                 "storage": {"snapshot_interval": "PT2S"},
+                # Two channels share one gateway actor, the others have one each: the
+                # tests cover both placements.
+                "gateway_groups": {"mail": ["email", "receipts"]},
             },
             "events": events,
             "channels": channels,

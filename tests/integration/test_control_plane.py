@@ -112,18 +112,18 @@ def test_peers_reached_at_start_and_missing_ones_named(system: dict[str, Any]) -
 
     namespace = system["app"].runtime.ray_namespace
     shards = system["app"].runtime.shards
-    channels = list(system["app"].channels)
+    gateways = list(system["app"].gateway_hosts())
     peers = RayPeers(namespace)
 
     async def connect() -> tuple[list[str], list[str]]:
-        reached = await peers.connect(shards=range(shards), channels=channels)
-        missing = await peers.connect(shards=[shards + 5], channels=["no-such-channel"])
+        reached = await peers.connect(shards=range(shards), gateways=gateways)
+        missing = await peers.connect(shards=[shards + 5], gateways=["gateway-no-such-channel"])
         return reached, missing
 
     reached, missing = asyncio.run(asyncio.wait_for(connect(), 60))
     assert reached == []
     assert missing == [f"profile-shard-{shards + 5:02d}", "gateway-no-such-channel"]
-    assert len(peers._handles) == shards + len(channels)  # the reached ones stay cached
+    assert len(peers._handles) == shards + len(gateways)  # the reached ones stay cached
 
 
 def test_every_actor_reports_its_event_loop_stalls(system: dict[str, Any]) -> None:
@@ -132,12 +132,12 @@ def test_every_actor_reports_its_event_loop_stalls(system: dict[str, Any]) -> No
 
     def measured() -> bool:
         status = http("GET", f"{system['url']}/v1/status")[1]
-        actors = status["shards"] + status["gateways"] + status["ingresses"]
+        actors = status["shards"] + status["gateway_actors"] + status["ingresses"]
         return len(actors) >= 3 and all(a.get("stalls", {}).get("loop_lag_ms", {}).get("count", 0) > 0 for a in actors)
 
     assert wait_until(measured, timeout=30)
     status = http("GET", f"{system['url']}/v1/status")[1]
-    for actor in status["shards"] + status["gateways"] + status["ingresses"]:
+    for actor in status["shards"] + status["gateway_actors"] + status["ingresses"]:
         lag, pauses = actor["stalls"]["loop_lag_ms"], actor["stalls"]["gc_pause_ms"]
         assert 0 <= lag["p50"] <= lag["max"]
         assert set(pauses) >= {"count"}

@@ -87,7 +87,7 @@ def gateway(app: AppConfig) -> tuple[GatewayActor, OutcomeRecorder]:
     peers = LocalPeers()
     shard = OutcomeRecorder()
     peers.shards[0] = shard
-    return GatewayActor("hook", app, peers=peers), shard
+    return GatewayActor("gateway-hook", app, peers=peers), shard
 
 
 def test_a_restarted_gateway_resumes_its_outbox_and_never_sends_twice(storage: dict[str, Any]) -> None:
@@ -100,20 +100,20 @@ def test_a_restarted_gateway_resumes_its_outbox_and_never_sends_twice(storage: d
             await first.submit(msgpack.packb([request(n) for n in range(30)]))
             assert await wait_until(lambda: len(hooks.received) >= 5, timeout=10)
             # killed mid-delivery: its queue and in-flight calls vanish with it
-            for task in [*first.gateway._deliveries, first.gateway._dispatcher, first.gateway._flusher]:
+            for task in [*first.channels["hook"].gateway._deliveries, first.channels["hook"].gateway._dispatcher, first.channels["hook"].gateway._flusher]:
                 if task is not None:
                     task.cancel()
             await asyncio.sleep(0.05)
             delivered_before = {r.idempotency_key for r in hooks.received}
 
             second, shard2 = gateway(app)
-            stats = await second.stats()
+            [stats] = (await second.stats())["channels"]
             assert stats["outbox"]["resumed"] == 30 - stats["outbox"]["done"]
             assert await wait_until(lambda: len(hooks.unique_keys) == 30, timeout=20)
             # by idempotency key every message arrived exactly once; a message whose answer
             # was lost with the first gateway may arrive twice, which the key makes harmless
             assert hooks.unique_keys == {request(n)["id"] for n in range(30)}
-            assert hooks.duplicates <= len(first.gateway._deliveries) + 1
+            assert hooks.duplicates <= len(first.channels["hook"].gateway._deliveries) + 1
             assert delivered_before <= hooks.unique_keys
 
             # a shard replaying its log asks again: nothing is sent, the outcome comes back
@@ -142,7 +142,7 @@ def test_failed_messages_stay_as_dead_letters_with_their_reason(storage: dict[st
             dead = await actor.dead_letters()
             assert {d["id"] for d in dead} == {request(1)["id"], request(2)["id"]}
             assert all(d["outcome"] == "failed" and "401" in str(d["reason"]) + str(d["status"]) for d in dead)
-            assert (await actor.stats())["outbox"]["dead"] == 2
+            assert (await actor.stats())["channels"][0]["outbox"]["dead"] == 2
             await actor.stop()
         finally:
             await hooks.stop()
@@ -171,7 +171,7 @@ def test_requests_over_the_queue_are_refused_without_an_outbox_row(storage: dict
                 lambda: {o["id"] for o in shard.outcomes if o["reason"] == "queue full"} == refused, timeout=10
             )
             assert sum(o["id"] == request(0)["id"] and o["outcome"] == "sent" for o in shard.outcomes) == 2
-            stats = await actor.stats()
+            [stats] = (await actor.stats())["channels"]
             assert stats["rejected"]["queue_full"] == 4
             # the refused ones left nothing behind: no dead letters, and a restart resumes only the queued
             assert stats["outbox"]["dead"] == 0 and stats["outbox"]["pending"] + stats["outbox"]["done"] == 4
@@ -208,7 +208,7 @@ def test_throttled_notices_reach_shards_only_when_a_journey_takes_them(tmp_path:
             actor, shard = gateway(app)
             await actor.submit(msgpack.packb([request(n) for n in range(6)]))
             assert await wait_until(lambda: sum(o["outcome"] == "sent" for o in shard.outcomes) == 6, timeout=10)
-            stats = await actor.stats()
+            [stats] = (await actor.stats())["channels"]
             assert stats["outcomes"]["throttled"] == 5  # burst 1: all but the first waited
             routed = [o["id"] for o in shard.outcomes if o["outcome"] == "throttled"]
             assert routed == ([request(n)["id"] for n in range(1, 6)] if listener == "message.throttled" else [])
@@ -255,7 +255,7 @@ def test_a_shard_calling_with_sends_gets_its_waiting_outcomes_in_the_answer(tmp_
                 update={"runtime": app.runtime.model_copy(update={"outcome_flush": timedelta(seconds=5)})}
             )
             gw, shard = gateway(app)
-            gw.gateway._flush_interval = 0.01  # the same setting paces the gateway's own outcome flush
+            gw.channels["hook"].gateway._flush_interval = 0.01  # the same setting paces the gateway's own outcome flush
             await gw.submit(msgpack.packb([request(0)]), 0)
             assert await wait_until(lambda: len(shard.outcomes) == 1, timeout=10)  # an idle return path calls at once
             await gw.submit(msgpack.packb([request(n) for n in range(1, 6)]), 0)
