@@ -100,7 +100,8 @@ def test_a_restarted_gateway_resumes_its_outbox_and_never_sends_twice(storage: d
             await first.submit(msgpack.packb([request(n) for n in range(30)]))
             assert await wait_until(lambda: len(hooks.received) >= 5, timeout=10)
             # killed mid-delivery: its queue and in-flight calls vanish with it
-            for task in [*first.channels["hook"].gateway._deliveries, first.channels["hook"].gateway._dispatcher, first.channels["hook"].gateway._flusher]:
+            killed = first.channels["hook"].gateway
+            for task in [*killed._deliveries, killed._dispatcher, killed._flusher]:
                 if task is not None:
                     task.cancel()
             await asyncio.sleep(0.05)
@@ -276,3 +277,83 @@ def test_a_shard_calling_with_sends_gets_its_waiting_outcomes_in_the_answer(tmp_
             await hooks.stop()
 
     asyncio.run(scenario())
+
+
+def grouped_app(url: str, data_dir: str) -> AppConfig:
+    """Two webhook channels served by one gateway actor, `gateway-both`: `fast` with room
+    to spare (a burst of 50), `slow` throttled to 2 calls a second (a burst of 1)."""
+
+    def hook(path: str, calls: int, burst: int) -> dict[str, Any]:
+        return {
+            "type": "webhook",
+            "url": f"{url}/{path}",
+            "allow_private": True,
+            "token": {"env": "OUTBOX_TEST_TOKEN"},
+            "limit": {"calls": calls, "period": "PT1S", "burst": burst, "mode": "throttle"},
+        }
+
+    return AppConfig.model_validate(
+        {
+            "runtime": {"data_dir": data_dir, "outcome_flush": "PT0.01S", "gateway_groups": {"both": ["fast", "slow"]}},
+            "channels": {"fast": hook("fast", 1000, 50), "slow": hook("slow", 2, 1)},
+        },
+        context={"env": {**os.environ, "OUTBOX_TEST_TOKEN": TOKEN}},
+    )
+
+
+def test_one_actor_serves_a_group_of_channels_each_with_its_own_limit_and_outbox(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        hooks = WebhookReceiver(token=TOKEN)
+        await hooks.start()
+        try:
+            app = grouped_app(hooks.url, str(tmp_path))
+            assert app.gateway_hosts() == {"gateway-both": ("fast", "slow")}
+            peers = LocalPeers()
+            shard = OutcomeRecorder()
+            peers.shards[0] = shard
+            actor = GatewayActor("gateway-both", app, peers=peers)
+            fast = [{**request(n), "channel": "fast"} for n in range(5)]
+            slow = [{**request(n), "id": f"slow-{n}", "channel": "slow"} for n in range(3)]
+            stray = {**request(9), "id": "stray", "channel": "hook"}  # not served here
+            answer = await actor.submit(msgpack.packb([*fast, *slow, stray]), 0)
+            assert answer["queued"] == 8 and answer["rejected"] == 1
+            # `slow` has a backlog, `fast` none: the next sends may not wait
+            assert answer["backlog_s"] == 0.0
+
+            def sent() -> set[str]:
+                return {o["id"] for o in shard.outcomes if o["outcome"] == "sent"}
+
+            assert await wait_until(lambda: len(sent()) == 8, timeout=10)
+            paths = sorted(r.path for r in hooks.received)
+            assert paths == ["/fast"] * 5 + ["/slow"] * 3
+            stats = await actor.stats()
+            assert stats["misrouted"] == 1
+            by_channel = {c["name"]: c for c in stats["channels"]}
+            assert by_channel["slow"]["outcomes"]["throttled"] == 2
+            assert by_channel["fast"]["outbox"]["done"] == 5 and by_channel["slow"]["outbox"]["done"] == 3
+            # each channel keeps the outbox it has when it runs alone
+            outboxes = sorted(p.name for p in (tmp_path / "gateways").glob("*.db"))
+            assert outboxes == ["gateway-fast.db", "gateway-slow.db"]
+            await actor.stop()
+
+            # A message that ends for good (here: past its deadline) is a dead letter in its
+            # own channel's outbox only; the outcome reaches the shard after it is recorded.
+            again = GatewayActor("gateway-both", app, peers=peers)
+            await again.submit(msgpack.packb([{**request(20), "id": "lost", "channel": "fast", "deadline": 0.0}]), 0)
+            assert await wait_until(lambda: any(o["id"] == "lost" for o in shard.outcomes), timeout=10)
+            assert [d["id"] for d in await again.dead_letters(channel="fast")] == ["lost"]
+            assert await again.dead_letters(channel="slow") == []
+            assert [d["id"] for d in await again.dead_letters()] == ["lost"]
+            with pytest.raises(ValueError, match="does not serve channel 'hook'"):
+                await again.dead_letters(channel="hook")
+            await again.stop()
+        finally:
+            await hooks.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_gateway_actor_refuses_a_name_the_config_does_not_give(tmp_path: Path) -> None:
+    app = grouped_app("http://127.0.0.1:9", str(tmp_path))
+    with pytest.raises(ValueError, match="no gateway 'gateway-fast' in the config"):
+        GatewayActor("gateway-fast", app, peers=LocalPeers())

@@ -203,5 +203,17 @@ def test_the_system_is_healthy_after_bad_input(system: dict[str, Any]) -> None:
     assert code == 200
     assert all("error" not in s for s in status["shards"]) and len(status["shards"]) == 2
     assert {g["name"] for g in status["gateways"]} == {"email", "loyalty", "limited", "flaky", "receipts"}
+    # e-mail and receipts share the actor of their group (see tests/integration/system.py)
+    assert {g["name"]: g["gateway"] for g in status["gateways"]} == {
+        "email": "gateway-mail",
+        "receipts": "gateway-mail",
+        "loyalty": "gateway-loyalty",
+        "limited": "gateway-limited",
+        "flaky": "gateway-flaky",
+    }
+    actors = {a["name"] for a in status["gateway_actors"]}
+    assert actors == {"gateway-mail", "gateway-loyalty", "gateway-limited", "gateway-flaky"}
+    for shard in status["shards"]:
+        assert set(shard["gateway_calls"]) <= actors  # a shard calls actors, not channels
     code, _, _ = http("GET", f"{system['url']}/v1/profiles/Email/nobody@example.com")
     assert code == 404

@@ -102,3 +102,39 @@ def test_reserved_profile_field_and_colon_namespace_are_refused_at_load() -> Non
         EventDefinition(rule="true", profile_fields={"identities": "event.x"})
     with pytest.raises(ValidationError, match="without ':'"):
         EventDefinition(rule="true", namespace="Email:x")
+
+
+def test_gateway_groups_place_channels_and_the_rest_get_an_actor_each() -> None:
+    demo = load_config(DEMO_CONFIG, env=ENV)
+    assert demo.gateway_hosts() == {"gateway-messages": ("email", "loyalty-api", "store-push")}
+    app = load_config(DEMO_CONFIG, env={**ENV, "ITINERARY__RUNTIME__GATEWAY_GROUPS": "{}"})
+    assert app.gateway_hosts() == {
+        "gateway-email": ("email",),
+        "gateway-loyalty-api": ("loyalty-api",),
+        "gateway-store-push": ("store-push",),
+    }
+    grouped = load_config(
+        DEMO_CONFIG, env={**ENV, "ITINERARY__RUNTIME__GATEWAY_GROUPS": "{apps: [store-push, loyalty-api]}"}
+    )
+    assert grouped.gateway_hosts() == {"gateway-apps": ("store-push", "loyalty-api"), "gateway-email": ("email",)}
+    assert grouped.gateway_of() == {
+        "store-push": "gateway-apps",
+        "loyalty-api": "gateway-apps",
+        "email": "gateway-email",
+    }
+
+
+@pytest.mark.parametrize(
+    ("groups", "reason"),
+    [
+        ("{apps: [store-push, sms]}", "gateway group 'apps' names channels that are not configured: ['sms']"),
+        ("{a: [email], b: [email, store-push]}", "channel 'email' is in gateway groups 'a' and 'b'"),
+        ("{apps: []}", "gateway group 'apps' names no channel"),
+        ("{'a b': [email]}", "gateway group name 'a b' must be letters, digits"),
+        ("{email: [store-push]}", "gateway group 'email' has the name of channel 'email', which it does not hold"),
+    ],
+)
+def test_bad_gateway_groups_are_refused_with_the_reason(groups: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(DEMO_CONFIG, env={**ENV, "ITINERARY__RUNTIME__GATEWAY_GROUPS": groups})
+    assert reason in str(error.value) and "demo.yaml" in str(error.value)

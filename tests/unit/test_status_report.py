@@ -41,7 +41,9 @@ def test_stalls_table_has_a_row_per_actor_that_reports_them() -> None:
     }
     status = {
         "shards": [{"name": "profile-shard-00", "active_instances": {}, "steps": [], "stalls": stalls}],
-        "gateway_actors": [{"name": "gateway-email", "stalls": {"loop_lag_ms": {"count": 0}, "gc_pause_ms": {"count": 0}}}],
+        "gateway_actors": [
+            {"name": "gateway-email", "stalls": {"loop_lag_ms": {"count": 0}, "gc_pause_ms": {"count": 0}}}
+        ],
         "ingresses": [{"name": "ingress-0"}],  # an older actor without the figures: no row
     }
     console = Console(record=True, width=250)
