@@ -111,7 +111,8 @@ ENGINE_ONLY = {
     **{f"ITINERARY__CHANNELS__{c}__LIMIT__BURST": "200" for c in ("EMAIL", "LOYALTY_API", "STORE_PUSH")},
 }
 ENGINE_ONLY_TEXT = (
-    "demo config with 1 shard and every channel's limit raised to 2,000/s with a burst of 200, above what it is offered"
+    "demo config (its three channels in one gateway actor) with 1 shard and every channel's limit raised to 2,000/s "
+    "with a burst of 200, above what it is offered"
 )
 # Where the latency targets (ingest p99 < 50 ms, delivery p99 < 100 ms) stop holding on
 # this machine, with the load tool on the same cores.
