@@ -528,10 +528,11 @@ class ProfileShard:
     async def _submit_sends(self, gateway: str, requests: list[SendRequest]) -> float:
         """One call to a gateway actor; returns how long the next call may wait.
 
-        Half the gateway's backlog: its queue still holds that much work when the next
-        sends arrive, so holding them back delays no delivery (see Coalescer). The answer
-        may carry outcomes for this shard (the gateway saves a call of its own): they are
-        applied as if `deliver_outcomes` had been called, before the next call goes."""
+        Half the backlog the actor answers (the shortest of its channels'): its queues
+        still hold that much work when the next sends arrive, so holding them back delays
+        no delivery (see Coalescer). The answer may carry outcomes for this shard (the
+        gateway saves a call of its own): they are applied as if `deliver_outcomes` had
+        been called, before the next call goes."""
         answer = await self.peers.submit_sends(gateway, requests, self.index)
         outcomes = answer.get("outcomes")
         if outcomes:
@@ -640,8 +641,8 @@ class ProfileShard:
         return self.name
 
     async def connect_peers(self) -> list[str]:
-        """Reach every channel's gateway once, at start (see Peers.connect); returns the
-        gateways not reached."""
+        """Reach every gateway actor once, at start (see Peers.connect); returns the ones
+        not reached."""
         return await self.peers.connect(gateways=self.catalog.config.gateway_hosts())
 
     async def get_profile(self, key: str) -> dict[str, Any] | None:

@@ -166,8 +166,10 @@ def render_gateways(gateways: list[dict[str, Any]], console: Console, observed: 
         counters = g.get("outcomes", {})
         rate = g.get("rate_per_s")
         seen = observed.get(g["name"]) if observed else g.get("delivery_rate_per_s")
+        actor = g.get("gateway")
+        grouped = actor is not None and actor != f"gateway-{g['name']}"
         table.add_row(
-            g["name"],
+            f"{g['name']} (in {actor})" if grouped else g["name"],
             str(g.get("mode") or "-"),
             f"{rate:.0f}" if rate else "-",
             str(counters.get("sent", 0)),

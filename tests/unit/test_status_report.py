@@ -55,3 +55,15 @@ def test_stalls_table_has_a_row_per_actor_that_reports_them() -> None:
     gateway = [cell.strip() for cell in rows["gateway-email"].split("│") if cell.strip()]
     assert gateway == ["gateway-email", "0"]
     assert "ingress-0" not in stalls_part  # an actor without the figures gets no row
+
+
+def test_a_channel_served_by_a_group_actor_names_it() -> None:
+    gateways = [
+        {"name": "email", "gateway": "gateway-messages", "mode": "throttle", "outcomes": {"sent": 5}},
+        {"name": "sms", "gateway": "gateway-sms", "mode": "throttle", "outcomes": {"sent": 2}},
+    ]
+    console = Console(record=True, width=250)
+    render_status({"gateways": gateways}, console)
+    rows = {line.split("│")[1].strip(): line for line in console.export_text().splitlines() if line.count("│") > 3}
+    assert "email (in gateway-messages)" in rows
+    assert "sms" in rows  # an actor of its own: the channel's name alone
