@@ -142,11 +142,13 @@ class RuntimeSettings(Frozen):
     # the events queued with it) and looks at its snapshot and passivation clocks. The tick
     # bounds how late a wait ends: at 50 ms it was much of a reminder's delivery p99.
     timer_tick: timedelta = timedelta(milliseconds=10)
-    # How often a busy gateway hands outcomes back to each shard (an idle one at once). A
-    # journey's next action waits for its outcome, so this is added to the delivery time
-    # of every second message; a Ray call costs ~1.3 ms of CPU between its two ends, so
-    # each gateway sends each shard at most ~33 calls a second.
-    outcome_flush: timedelta = timedelta(milliseconds=30)
+    # How long a gateway gathers outcomes before it records them in the outbox and hands
+    # them back to the shards (in the answers to their send calls, or a call of its own at
+    # most this often). A journey's next action waits for its outcome, so this is added to
+    # the delivery time of every second message: at 2,500 and 5,000 events/s, 10 ms took
+    # their p99 from 113 to 81-88 ms against 30 ms; at 10,000 the difference was within
+    # the machine's noise (docs/benchmarks.md, stop 15).
+    outcome_flush: timedelta = timedelta(milliseconds=10)
     # Channels served by one gateway actor, `gateway-<name>`; a channel named in no group
     # has an actor of its own, `gateway-<channel>`. A shard makes one send call per group
     # per flush, and each call costs both ends about a millisecond of CPU here, as much as

@@ -132,7 +132,8 @@ def test_killing_a_gateway_mid_delivery_delivers_every_message_once_by_key(syste
     # at least once by count; exactly once by idempotency key. A double is possible only
     # for a call whose answer the outbox had not recorded when the kill came: the one in
     # flight, and those answered since the last batch of outcomes was written (every
-    # outcome_flush, 50 ms: one call at 20/s; a few more when a busy machine delays it).
+    # outcome_flush, 10 ms: at most one call at 20/s; a few more when a busy machine
+    # delays it).
     assert set(keys) == {f"Email:{run}-{n}@example.com/burst/1/call/1" for n in range(count)}
     assert len(keys) - len(set(keys)) <= 4
     status = http("GET", f"{system['url']}/v1/status")[1]
