@@ -86,7 +86,7 @@ class ProfileShard:
         self.clock = clock if clock is not None else SystemClock()
         self.profiles = ProfileTable()
         self.timers: TimerQueue[TimerKey] = TimerQueue()
-        self.pending_sends: dict[str, list[SendRequest]] = {}
+        self.pending_sends: dict[str, list[SendRequest]] = {}  # by gateway actor
         self.steps: Counter[tuple[str, str, str]] = Counter()
         # The last step events, kept as tuples: building a dict per step costs more than the step.
         self.recent_steps: deque[tuple[str, float, StepEvent]] = deque(maxlen=1000)
@@ -488,7 +488,8 @@ class ProfileShard:
             elif kind is ScheduleTimer:
                 self.timers.push(effect.due, (key, effect.journey, effect.instance, effect.node))
             elif kind is Send:
-                self.pending_sends.setdefault(effect.channel, []).append(
+                gateway = self._gateway_of.get(effect.channel) or gateway_name(effect.channel)
+                self.pending_sends.setdefault(gateway, []).append(
                     {
                         "id": effect.message_id,
                         "channel": effect.channel,
@@ -512,11 +513,8 @@ class ProfileShard:
         if not self.pending_sends:
             return
         pending, self.pending_sends = self.pending_sends, {}
-        per_gateway: dict[str, list[SendRequest]] = {}
-        for channel, requests in pending.items():
+        for gateway, requests in pending.items():
             self.counts["sends"] += len(requests)
-            per_gateway.setdefault(self._gateway_of.get(channel) or gateway_name(channel), []).extend(requests)
-        for gateway, requests in per_gateway.items():
             coalescer = self._senders.get(gateway)
             if coalescer is None:
                 coalescer = self._senders[gateway] = Coalescer(
