@@ -1,9 +1,10 @@
 """Micro-batching of routed events per shard, with a bounded window of calls in flight.
 
-Events for one shard collect in a buffer that leaves as one msgpack blob when it holds
-`max_events` or `max_delay` has passed, whichever is first; or at once when the shard is
-quiet: no call to it in flight and none sent for QUIET_DELAYS x `max_delay`. So sparse
-requests pay no batching delay, and a steady stream gathers as before. (Sending whenever
+Events for one shard, as packed records (itinerary.router), collect in a buffer that
+leaves as one msgpack blob when it holds `max_events` or `max_delay` has passed, whichever
+is first; or at once when the shard is quiet: no call to it in flight and none sent for
+QUIET_DELAYS x `max_delay`. So sparse requests pay no batching delay, and a steady stream
+gathers as before. (Sending whenever
 no call was in flight made smaller batches with 8 shards on 2 cores, where each shard is
 often idle, and cost up to a third of the throughput.) At most `max_inflight` calls per
 shard are outstanding; beyond that the buffer grows until a call returns, and the ingress
@@ -16,9 +17,8 @@ import asyncio
 import itertools
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-import msgpack
+from itinerary.router import PackedRecord, pack_batch
 
 SendBatch = Callable[[int, str, int, bytes], Awaitable[int]]
 QUIET_DELAYS = 2.5  # a shard sent nothing for this many max_delays is quiet
@@ -39,7 +39,7 @@ class ShardBatcher:
         self.max_events = max_events
         self.max_delay = max_delay
         self.max_inflight = max_inflight
-        self.buffer: list[Any] = []
+        self.buffer: list[PackedRecord] = []
         self._future: asyncio.Future[int] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._last_send = -math.inf  # loop time of the last batch sent
@@ -53,7 +53,7 @@ class ShardBatcher:
     def queued(self) -> int:
         return len(self.buffer) + self.inflight_events
 
-    def add(self, records: list[Any]) -> asyncio.Future[int]:
+    def add(self, records: list[PackedRecord]) -> asyncio.Future[int]:
         """Queue records; the future resolves when their batch was applied by the shard."""
         loop = asyncio.get_running_loop()
         if self._future is None:
@@ -80,7 +80,7 @@ class ShardBatcher:
         records, future = self.buffer, self._future
         self.buffer, self._future = [], None
         assert future is not None
-        blob = msgpack.packb(records, use_bin_type=True)
+        blob = pack_batch(records)
         seq, self.seq = self.seq, self.seq + 1
         loop = asyncio.get_running_loop()
         self._last_send = loop.time()

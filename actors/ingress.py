@@ -67,7 +67,7 @@ class Ingress:
         self.port = port
         self.catalog = Catalog.build(app)
         self.table = RoutingTable(app.runtime.partitions, app.runtime.shards)
-        self.router = EventRouter(self.catalog, self.table)
+        self.router = EventRouter(self.catalog, self.table, max_record_bytes=self.settings.max_event_bytes)
         if peers is None:
             from itinerary.actors.peers import RayPeers
 
@@ -196,7 +196,6 @@ class Ingress:
             return _json_error(exc.status, exc.reason), 0, 0
         valid, rejected = validate_events(
             items,
-            max_event_bytes=s.max_event_bytes,
             max_identities=s.max_identities,
             now=now,
             max_future_skew=s.max_future_skew.total_seconds(),

@@ -28,7 +28,9 @@ class IngressSettings(Frozen):
     instances: int = Field(1, ge=1, le=64)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_events_per_request: int = Field(10_000, ge=1)
-    max_event_bytes: int = Field(64 * 1024, ge=256, description="msgpack size of one event, as stored")
+    max_event_bytes: int = Field(
+        64 * 1024, ge=256, description="msgpack size of what a shard keeps of one event (its record)"
+    )
     max_identities: int = Field(20, ge=1, description="identities in one event's identityMap")
     max_future_skew: timedelta = Field(
         timedelta(days=1),

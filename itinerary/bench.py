@@ -47,14 +47,13 @@ def make_bodies(events: int, profiles: int, batch: int, seed: int = 1) -> list[b
 
 def ceiling(app: AppConfig, bodies: list[bytes]) -> dict[str, Any]:
     """The same work as the pipeline, in this process: parse, validate, route, apply."""
-    import msgpack
 
     from itinerary.actors.peers import LocalPeers
     from itinerary.actors.profile_shard import ProfileShard
     from itinerary.catalog import Catalog
     from itinerary.engine.ingest import parse_body, validate_events
     from itinerary.engine.routing import RoutingTable
-    from itinerary.router import EventRouter
+    from itinerary.router import EventRouter, pack_batch
     from itinerary.store.memory import MemoryShardStore
 
     peers = LocalPeers()
@@ -62,7 +61,11 @@ def ceiling(app: AppConfig, bodies: list[bytes]) -> dict[str, Any]:
         ProfileShard(i, app, peers=peers, start_timers=False, store=MemoryShardStore())
         for i in range(app.runtime.shards)
     ]
-    router = EventRouter(Catalog.build(app), RoutingTable(app.runtime.partitions, app.runtime.shards))
+    router = EventRouter(
+        Catalog.build(app),
+        RoutingTable(app.runtime.partitions, app.runtime.shards),
+        max_record_bytes=app.runtime.ingress.max_event_bytes,
+    )
     limits = app.runtime.ingress
     events = 0
     started = time.perf_counter()
@@ -71,7 +74,6 @@ def ceiling(app: AppConfig, bodies: list[bytes]) -> dict[str, Any]:
         items = parse_body(body, "application/json", max_events=limits.max_events_per_request)
         valid, _ = validate_events(
             items,
-            max_event_bytes=limits.max_event_bytes,
             max_identities=limits.max_identities,
             now=now,
             namespace_codes=app.runtime.identity.namespace_codes,
@@ -79,7 +81,7 @@ def ceiling(app: AppConfig, bodies: list[bytes]) -> dict[str, Any]:
         per_shard, _ = router.route(valid, now)
         for index, records in per_shard.items():
             # the records cross a process boundary in the pipeline: pay the same packing
-            events += shards[index]._apply_records(msgpack.packb(records, use_bin_type=True))
+            events += shards[index]._apply_records(pack_batch(records))
     seconds = time.perf_counter() - started
     decisions = sum(s.counts["decisions"] for s in shards)
     return {

@@ -156,10 +156,12 @@ async def _feed(profiles: int, mode: str, sweep_every: int, sign_ups_only: bool 
 
 
 def _apply(shard: Any, router: Any, validate_events: Any, chunk: list[dict[str, Any]]) -> int:
+    from itinerary.router import pack_batch
+
     now = time.time()
     valid, _ = validate_events(chunk, now=now)
     per_shard, _ = router.route(valid, now)
-    return sum(shard._apply_records(msgpack.packb(r, use_bin_type=True), now) for r in per_shard.values())
+    return sum(shard._apply_records(pack_batch(r), now) for r in per_shard.values())
 
 
 def run(

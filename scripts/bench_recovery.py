@@ -15,8 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import msgpack
-
 from itinerary.actors.peers import LocalPeers
 from itinerary.actors.profile_shard import ProfileShard
 from itinerary.catalog import Catalog
@@ -25,7 +23,7 @@ from itinerary.config.loader import load_config
 from itinerary.engine.ingest import parse_body, validate_events
 from itinerary.engine.routing import RoutingTable
 from itinerary.keys import ensure_local_keys
-from itinerary.router import EventRouter
+from itinerary.router import EventRouter, pack_batch
 from itinerary.store.sqlite import SqliteShardStore
 from itinerary.traffic import TrafficGenerator
 
@@ -39,7 +37,7 @@ def records_for(app, events: list[dict]) -> list[bytes]:  # type: ignore[no-unty
         items = parse_body(json.dumps(events[i : i + 1000]).encode(), "application/json", max_events=1000)
         valid, _ = validate_events(items, now=time.time())
         per_shard, _ = router.route(valid, time.time())
-        blobs.extend(msgpack.packb(r, use_bin_type=True) for r in per_shard.values())
+        blobs.extend(pack_batch(r) for r in per_shard.values())
     return blobs
 
 

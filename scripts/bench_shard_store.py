@@ -16,8 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import msgpack
-
 from itinerary.actors.peers import LocalPeers
 from itinerary.actors.profile_shard import ProfileShard
 from itinerary.bench import make_bodies
@@ -27,7 +25,7 @@ from itinerary.config.loader import load_config
 from itinerary.engine.ingest import parse_body, validate_events
 from itinerary.engine.routing import RoutingTable
 from itinerary.keys import ensure_local_keys
-from itinerary.router import EventRouter
+from itinerary.router import EventRouter, pack_batch
 from itinerary.store.base import ShardStore
 from itinerary.store.memory import MemoryShardStore
 from itinerary.store.sqlite import SqliteShardStore
@@ -41,7 +39,7 @@ def batches(app: AppConfig, events: int, profiles: int) -> list[bytes]:
     for body in make_bodies(events, profiles, 1000):
         valid, _ = validate_events(parse_body(body, "application/json", max_events=1000), now=time.time())
         per_shard, _ = router.route(valid, time.time())
-        out.extend(msgpack.packb(records, use_bin_type=True) for records in per_shard.values())
+        out.extend(pack_batch(records) for records in per_shard.values())
     return out
 
 

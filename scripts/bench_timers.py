@@ -52,7 +52,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import psutil
 import yaml
 from rich.console import Console
@@ -67,7 +66,7 @@ from itinerary.config.app import AppConfig
 from itinerary.engine.ingest import validate_events
 from itinerary.engine.routing import RoutingTable
 from itinerary.engine.timers import TimerQueue
-from itinerary.router import EventRouter
+from itinerary.router import EventRouter, pack_batch
 from itinerary.store.memory import MemoryShardStore
 from itinerary.traffic import TrafficGenerator, iso
 
@@ -136,7 +135,7 @@ class Feeder:
         per_shard, unrouted = self.router.route(valid, now)
         if rejected or unrouted:
             raise RuntimeError(f"events refused: {(rejected or unrouted)[:2]}")
-        return [msgpack.packb(records, use_bin_type=True) for records in per_shard.values()]
+        return [pack_batch(records) for records in per_shard.values()]
 
 
 def rss() -> int:

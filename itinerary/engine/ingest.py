@@ -6,11 +6,10 @@ validator over the whole batch; only when that call finds problems are its error
 to the events they belong to (each bad event gets its own reason) and the others checked
 again as a batch, so one bad event never costs the request.
 
-Accepted events come back as `(index, event, packed)`: the event is the normalised
-short-form dict the client sent, completed in place with `_ts` (the event time as epoch
-seconds) and, when the client gave none, a derived `_id`; `packed` is its msgpack
-encoding, made once here because it measures the size limit and is the form in which the
-event travels to its shard.
+Accepted events come back as `(index, event)`: the event is the normalised short-form
+dict the client sent, completed in place with `_ts` (the event time as epoch seconds) and,
+when the client gave none, a derived `_id`. The event is not encoded here: the router
+encodes what its shard keeps of it (itinerary.router), and the size limit applies to that.
 """
 
 from __future__ import annotations
@@ -48,8 +47,8 @@ MSGPACK_TYPES = frozenset({"application/msgpack", "application/x-msgpack", "appl
 
 ValidEvent = dict[str, Any]
 """A normalised short-form event with `_ts` (epoch seconds) and an `_id` filled in."""
-Accepted = tuple[int, ValidEvent, bytes]
-"""(index in the request, event, msgpack encoding of the event)."""
+Accepted = tuple[int, ValidEvent]
+"""(index in the request, event)."""
 
 
 class BodyError(ItineraryError):
@@ -187,13 +186,12 @@ def _exc_text(exc: BaseException) -> str:
 def validate_events(
     items: list[Any],
     *,
-    max_event_bytes: int | None = None,
     max_identities: int = 20,
     now: float,
     max_future_skew: float = 86_400.0,
     namespace_codes: Mapping[str, str] = DEFAULT_NAMESPACE_CODES,
 ) -> tuple[list[Accepted], list[dict[str, Any]]]:
-    """Split items into accepted `(index, event, packed)` and `{"index", "reason"}` rejections.
+    """Split items into accepted `(index, event)` and `{"index", "reason"}` rejections.
 
     Both lists are in input order and every index lands in exactly one of them. Never
     raises for any input. Rules: an item is an object (JSON-LD is normalised first);
@@ -202,8 +200,7 @@ def validate_events(
     characters (else one is derived from the event's content, so a client retry is a
     duplicate); `eventType`, when given, is a string of at most 256 characters;
     `identityMap` maps namespaces to non-empty lists of `{id, primary?,
-    authenticatedState?}`, with 1 to `max_identities` identities in all; the msgpack
-    encoding (as stored, with `_ts` and `_id`) is at most `max_event_bytes`. JSON-LD
+    authenticatedState?}`, with 1 to `max_identities` identities in all. JSON-LD
     identityMap URIs become codes through `namespace_codes`.
 
     Accepted dicts are completed in place (`_ts`, a derived `_id`), not copied; `_ts` is
@@ -215,11 +212,9 @@ def validate_events(
     try:
         candidates, events = _prepare(items, rejected, namespace_codes)
         cores = _core_fields(events)
-        accepted = _finish(
-            candidates, events, cores, rejected, now + max_future_skew, max_future_skew, max_identities, max_event_bytes
-        )
+        accepted = _finish(candidates, events, cores, rejected, now + max_future_skew, max_future_skew, max_identities)
     except Exception:  # a bug must not take the ingress down: judge the events one by one
-        return _one_by_one(items, rejected, max_event_bytes, max_identities, now, max_future_skew, namespace_codes)
+        return _one_by_one(items, rejected, max_identities, now, max_future_skew, namespace_codes)
     rejected.sort(key=lambda r: r["index"])  # rejections come from several passes
     return accepted, rejected
 
@@ -276,11 +271,9 @@ def _finish(
     horizon: float,
     skew: float,
     max_identities: int,
-    max_event_bytes: int | None,
 ) -> list[Accepted]:
-    """What the schema cannot say: identity count, the future limit, size; fills _id, _ts."""
+    """What the schema cannot say: identity count, the future limit; fills _id, _ts."""
     accepted: list[Accepted] = []
-    pack = msgpack.Packer().pack  # resets itself after an error, so one serves the batch
     for index, event, core in zip(indices, events, cores, strict=True):
         if type(core) is str:
             rejected.append({"index": index, "reason": core})
@@ -299,23 +292,14 @@ def _finish(
                 {"index": index, "reason": f"timestamp: {event['timestamp']} is more than {skew:g} s in the future"}
             )
             continue
-        derived = "_id" not in event
-        try:
-            if derived:
+        if "_id" not in event:
+            try:
                 event["_id"] = _derived_id(event)
-            event["_ts"] = ts
-            packed: bytes = pack(event)
-        except Exception as exc:  # ints beyond 64 bits, lone surrogates, deep nesting
-            _undo(event, derived)
-            rejected.append({"index": index, "reason": f"event cannot be encoded: {_exc_text(exc)}"})
-            continue
-        if max_event_bytes is not None and len(packed) > max_event_bytes:
-            _undo(event, derived)
-            rejected.append(
-                {"index": index, "reason": f"event is {len(packed)} bytes, over the limit of {max_event_bytes}"}
-            )
-            continue
-        accepted.append((index, event, packed))
+            except Exception as exc:  # nesting too deep for the encoder: nothing to derive from
+                rejected.append({"index": index, "reason": f"event cannot be encoded: {_exc_text(exc)}"})
+                continue
+        event["_ts"] = ts
+        accepted.append((index, event))
     return accepted
 
 
@@ -325,16 +309,9 @@ def _derived_id(event: dict[str, Any]) -> str:
     return "sha1:" + hashlib.sha1(canonical.encode("ascii"), usedforsecurity=False).hexdigest()
 
 
-def _undo(event: dict[str, Any], derived: bool) -> None:
-    event.pop("_ts", None)
-    if derived:
-        event.pop("_id", None)
-
-
 def _one_by_one(
     items: list[Any],
     rejected: list[dict[str, Any]],
-    max_event_bytes: int | None,
     max_identities: int,
     now: float,
     skew: float,
@@ -348,10 +325,10 @@ def _one_by_one(
         try:
             candidates, events = _prepare([item], mine, namespace_codes)
             cores = [_single(event) for event in events]
-            done = _finish(candidates, events, cores, mine, now + skew, skew, max_identities, max_event_bytes)
+            done = _finish(candidates, events, cores, mine, now + skew, skew, max_identities)
         except Exception as exc:
             mine, done = [{"index": 0, "reason": f"invalid event: {_exc_text(exc)}"}], []
-        accepted.extend((index, event, packed) for _, event, packed in done)
+        accepted.extend((index, event) for _, event in done)
         rejected.extend({"index": index, "reason": r["reason"]} for r in mine)
     return accepted, rejected
 

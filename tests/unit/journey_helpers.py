@@ -22,9 +22,15 @@ CHANNELS = {
 }
 
 
-def catalog(*journeys: dict[str, Any], **runtime: Any) -> Catalog:
+def catalog(*journeys: dict[str, Any], events: dict[str, Any] | None = None, **runtime: Any) -> Catalog:
+    """A catalog of `journeys` over EVENTS (or `events`) and CHANNELS, with `runtime` settings."""
     app = AppConfig.model_validate(
-        {"runtime": runtime, "events": EVENTS, "channels": CHANNELS, "journeys": list(journeys)}
+        {
+            "runtime": runtime,
+            "events": EVENTS if events is None else events,
+            "channels": CHANNELS,
+            "journeys": list(journeys),
+        }
     )
     return Catalog.build(app, "test.yaml")
 

@@ -2,8 +2,10 @@
 
 Property-based: whatever bytes arrive under whatever content type, `parse_body` either
 returns items or refuses the body as a whole with 400, 413 or 415 and a reason; whatever
-items come out, `validate_events` never raises and puts every index exactly once in
-accepted or rejected, each rejection with a short reason. Then the profile side: an event
+items come out, `validate_events` and then the router never raise and put every index
+exactly once in accepted or rejected, each rejection with a short reason, and every
+accepted event leaves as a record its shard can read, within the size limit (the router
+here keeps whole events, the largest form a record can take). Then the profile side: an event
 id reused with other content changes nothing, and attribute values and identities stay
 within `max_attribute_bytes` and `max_profile_bytes` however many events arrive.
 """
@@ -24,7 +26,10 @@ from hypothesis import strategies as st
 from itinerary.config.runtime import IngressSettings, ProfileSettings
 from itinerary.engine.ingest import BodyError, parse_body, pick_identity, validate_events
 from itinerary.engine.profile import IDENTITIES, JourneyEngine, value_size
+from itinerary.engine.routing import RoutingTable
 from itinerary.engine.xdm import MAX_DEPTH
+from itinerary.router import EventRouter
+from tests.unit.journey_helpers import WELCOME, catalog
 
 NOW = datetime(2026, 11, 29, 10, 0, tzinfo=UTC).timestamp()
 STAMP = "2026-11-29T09:59:00Z"
@@ -58,11 +63,30 @@ def parse(body: bytes, content_type: str) -> list[Any] | BodyError:
         return exc
 
 
+def _whole_event_router() -> EventRouter:
+    """A router whose one definition takes any event and whose journey prints all of it,
+    so every accepted event travels whole: the largest record an event can make."""
+    nodes = WELCOME["nodes"]
+    send = {**nodes["send"], "message": {**nodes["send"]["message"], "text": "{{ event }}"}}
+    echo = {**WELCOME, "nodes": {**nodes, "start": {**nodes["start"], "event": "any"}, "send": send}}
+    cat = catalog(echo, events={"any": {"rule": "exists(event.identityMap)"}})
+    return EventRouter(cat, RoutingTable(64, 1), max_record_bytes=MAX_EVENT_BYTES)
+
+
+ROUTER = _whole_event_router()
+
+
 def validate(items: list[Any], **options: Any) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The ingress's path: validated, then routed. Accepted: (index, event, packed record)."""
     options.setdefault("now", NOW)
     options.setdefault("max_future_skew", SKEW)
-    options.setdefault("max_event_bytes", MAX_EVENT_BYTES)
-    return validate_events(items, **options)
+    valid, rejected = validate_events(items, **options)
+    per_shard, unrouted = ROUTER.route(valid, NOW)
+    refused = {r["index"] for r in unrouted}
+    records = iter(per_shard.get(0, []))  # one shard: the records keep the events' order
+    accepted = [(index, event, next(records)) for index, event in valid if index not in refused]
+    assert next(records, None) is None
+    return accepted, sorted(rejected + unrouted, key=lambda r: r["index"])
 
 
 def check_refusal(error: BodyError) -> None:
@@ -83,7 +107,9 @@ def check_partition(count: int, accepted: list[Any], rejected: list[dict[str, An
         assert len(packed) <= MAX_EVENT_BYTES
         assert type(ev["_id"]) is str and 0 < len(ev["_id"]) <= 256
         assert type(ev["_ts"]) is float and ev["_ts"] <= NOW + SKEW
-        assert msgpack.unpackb(packed, raw=False)["_id"] == ev["_id"]
+        _, _, whole, _, event_id, identities = msgpack.unpackb(packed, raw=False)
+        assert event_id == ev["_id"] and identities == ev["identityMap"]
+        assert msgpack.unpackb(whole, raw=False)["_id"] == ev["_id"]
 
 
 def check_body(body: bytes, content_type: str) -> None:

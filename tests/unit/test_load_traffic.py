@@ -20,7 +20,7 @@ NAMESPACES = {"Email": 0, "ECID": 1, "CRMID": 2}
 
 def validate(body: bytes, media_type: str) -> tuple[list[Any], list[Any]]:
     items = parse_body(body, media_type, max_events=10_000)
-    return validate_events(items, max_event_bytes=65_536, max_identities=20, now=TS + 60, namespace_codes=NAMESPACES)
+    return validate_events(items, max_identities=20, now=TS + 60, namespace_codes=NAMESPACES)
 
 
 def test_zipf_choice_matches_the_expected_shares() -> None:

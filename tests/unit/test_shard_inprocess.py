@@ -54,6 +54,11 @@ def blob(*records: list[Any]) -> bytes:
     return msgpack.packb(list(records))
 
 
+def packed(*numbers: int) -> list[bytes]:
+    """Stand-ins for packed records, as the router makes them: `[n]` encoded."""
+    return [msgpack.packb([n]) for n in numbers]
+
+
 async def welcomed_with_a_cart(shard: ProfileShard, clock: ManualClock, gateways: dict[str, RecordingGateway]) -> None:
     """Registration and a cart add; the welcome e-mail's outcome comes back, the cart waits."""
     await shard.apply_batch("s", 0, blob(record("registration", 0), record("cart_add", 1)))
@@ -119,15 +124,18 @@ def test_timer_fires_on_the_injected_clock_and_the_send_reaches_the_gateway() ->
 def test_batcher_flushes_on_size_and_on_delay_with_ordered_sequence_numbers() -> None:
     async def scenario() -> None:
         calls: list[tuple[str, int, int]] = []
+        seen: list[Any] = []  # the records of every batch, which must arrive whole and in order
 
         async def send(shard: int, sender: str, seq: int, data: bytes) -> int:
             records = msgpack.unpackb(data)
+            assert records == [[n] for n in range(len(seen) + 1, len(seen) + 1 + len(records))]
+            seen.extend(records)
             calls.append((sender, seq, len(records)))
             return len(records)
 
         batcher = ShardBatcher(0, send, sender="ingress-0", max_events=3, max_delay=0.01, max_inflight=2)
-        first = batcher.add([[1], [2], [3]])  # full: leaves at once
-        second = batcher.add([[4]])  # waits for the delay
+        first = batcher.add(packed(1, 2, 3))  # full: leaves at once
+        second = batcher.add(packed(4))  # waits for the delay
         assert await first == 3
         assert await second == 1
         assert [(seq, n) for _, seq, n in calls] == [(0, 3), (1, 1)]
@@ -146,17 +154,17 @@ def test_a_quiet_shard_gets_events_at_once_and_a_steady_stream_is_gathered() -> 
 
         delay = 0.2  # long enough that no stall of the test machine passes for it
         batcher = ShardBatcher(0, send, sender="ingress-0", max_events=100, max_delay=delay, max_inflight=2)
-        assert await batcher.add([[1]]) == 1  # nothing sent before: the shard is quiet, no delay
+        assert await batcher.add(packed(1)) == 1  # nothing sent before: the shard is quiet, no delay
         assert calls == [(0, 1)]
         # Right after a batch the shard is not quiet: the next events wait for the delay,
         # and what arrives meanwhile leaves with them.
-        second, third = batcher.add([[2]]), batcher.add([[3], [4]])
+        second, third = batcher.add(packed(2)), batcher.add(packed(3, 4))
         await asyncio.sleep(0)
         assert calls == [(0, 1)] and batcher.queued == 3
         assert await second == 3 and await third == 3
         assert calls == [(0, 1), (1, 3)]
         await asyncio.sleep(QUIET_DELAYS * delay)  # nothing sent for long enough: quiet again
-        fourth = batcher.add([[5]])
+        fourth = batcher.add(packed(5))
         await asyncio.sleep(0)
         assert calls[-1] == (2, 1) and await fourth == 1
 
@@ -174,12 +182,12 @@ def test_batcher_starts_a_new_sender_after_a_failed_call() -> None:
             return 1
 
         batcher = ShardBatcher(0, send, sender="ingress-0", max_events=1, max_delay=0.01, max_inflight=1)
-        failed = batcher.add([[1]])
+        failed = batcher.add(packed(1))
         try:
             await failed
         except RuntimeError:
             pass
-        assert await batcher.add([[2]]) == 1
+        assert await batcher.add(packed(2)) == 1
         (first, seq0), (second, seq1) = senders
         assert first != second and seq0 == 0 and seq1 == 0
 
