@@ -286,7 +286,7 @@ def _finish(
                 {"index": index, "reason": f"identityMap: {identities} identities, over the limit of {max_identities}"}
             )
             continue
-        ts = core["timestamp"].timestamp()
+        ts = _epoch(event["timestamp"], core["timestamp"])
         if ts > horizon:
             rejected.append(
                 {"index": index, "reason": f"timestamp: {event['timestamp']} is more than {skew:g} s in the future"}
@@ -301,6 +301,21 @@ def _finish(
         event["_ts"] = ts
         accepted.append((index, event))
     return accepted
+
+
+def _epoch(text: str, parsed: datetime) -> float:
+    """Epoch seconds of a validated timestamp.
+
+    The compiled validator's datetime carries pydantic's own tzinfo, whose `timestamp()`
+    costs 1.2 us (the offset is asked for through Python's tzinfo protocol); the standard
+    library's parse of the same text, with `datetime.timezone`, costs 0.45 us and gives
+    the same instant for every form both read (the test compares them). What it cannot
+    read (a lowercase `z`) falls back to the validator's value."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return parsed.timestamp()
+    return moment.timestamp() if moment.tzinfo is not None else parsed.timestamp()
 
 
 def _derived_id(event: dict[str, Any]) -> str:

@@ -245,6 +245,45 @@ def test_good_events_are_accepted_in_order_and_completed() -> None:
         assert ev["timestamp"] == STAMP and ev["_id"] == f"e{index}"
 
 
+TIMESTAMP_FORMS = [
+    "2026-11-29T09:59:00Z",
+    "2026-11-29T09:59:00.250Z",
+    "2026-11-29T09:59:00.1234567Z",  # beyond microseconds: both cut, neither rounds
+    "2026-11-29T09:59:00.123456789+02:00",
+    "2026-11-29t10:00:00.123456z",  # the standard library refuses this one: the fallback
+    "2026-11-29 10:00:00Z",
+    "2026-11-29T10:00Z",
+    "2026-11-29T10:00:00+0100",
+    "2026-11-29T10:00:00-05:30",
+    "2026-11-29T10:00:00,5Z",
+    "2026-11-29T10:00:00.9999995Z",
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59.999999Z",
+]
+
+
+@pytest.mark.parametrize("text", TIMESTAMP_FORMS)
+def test_the_fast_epoch_is_the_validators_instant(text: str) -> None:
+    [core] = ingest._BATCH.validate_python([event(timestamp=text)])
+    assert ingest._epoch(text, core["timestamp"]) == core["timestamp"].timestamp()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    st.integers(-23 * 60 - 59, 23 * 60 + 59),
+    st.sampled_from(["", ".5", ".123", ".123456", ".1234567891", ",25"]),
+    st.sampled_from(["T", " "]),
+)
+def test_the_fast_epoch_agrees_on_any_instant(moment: datetime, offset: int, fraction: str, sep: str) -> None:
+    sign, minutes = ("+" if offset >= 0 else "-"), abs(offset)
+    zone = "Z" if offset == 0 else f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+    day, time_of_day = moment.date().isoformat(), moment.time().isoformat(timespec="seconds")  # years < 1000 padded
+    text = f"{day}{sep}{time_of_day}{fraction}{zone}"
+    [core] = ingest._BATCH.validate_python([event(timestamp=text)])
+    assert ingest._epoch(text, core["timestamp"]) == core["timestamp"].timestamp()
+
+
 def test_timestamps_with_offsets_and_fractions() -> None:
     accepted, _ = validate(
         [
