@@ -4,11 +4,11 @@ Events for one shard, as packed records (itinerary.router), collect in a buffer 
 leaves as one msgpack blob when it holds `max_events` or `max_delay` has passed, whichever
 is first; or at once when the shard is quiet: no call to it in flight and none sent for
 QUIET_DELAYS x `max_delay`. So sparse requests pay no batching delay, and a steady stream
-gathers as before. (Sending whenever
-no call was in flight made smaller batches with 8 shards on 2 cores, where each shard is
-often idle, and cost up to a third of the throughput.) At most `max_inflight` calls per
-shard are outstanding; beyond that the buffer grows until a call returns, and the ingress
-refuses new requests (429) once its total queued events reach its bound.
+gathers as before. (Sending whenever no call was in flight made smaller batches with 8
+shards on 2 cores, where each shard is often idle, and cost up to a third of the
+throughput.) At most `max_inflight` calls per shard are outstanding; beyond that the
+buffer grows until a call returns, and the ingress refuses new requests (429) once its
+total queued events reach its bound.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def ceiling(app: AppConfig, bodies: list[bytes]) -> dict[str, Any]:
         )
         per_shard, _ = router.route(valid, now)
         for index, records in per_shard.items():
-            # the records cross a process boundary in the pipeline: pay the same packing
+            # the records cross a process boundary in the pipeline: join them as the batcher does
             events += shards[index]._apply_records(pack_batch(records))
     seconds = time.perf_counter() - started
     decisions = sum(s.counts["decisions"] for s in shards)
