@@ -13,7 +13,7 @@ from typing import Any
 import msgpack
 
 from itinerary.catalog import Catalog
-from itinerary.engine.ingest import pick_identity
+from itinerary.engine.ingest import exception_reason, pick_identity
 from itinerary.engine.routing import RoutingTable, profile_key
 
 # [profile key, event definition name, packed event, ingest time, event id, identityMap]: the
@@ -75,7 +75,7 @@ class EventRouter:
                     payload = pack(event if fields is None else {k: event[k] for k in fields if k in event})
                 record = pack([key, name, payload, now, event["_id"], event["identityMap"]])
             except Exception as exc:  # ints beyond 64 bits, lone surrogates, deep nesting
-                rejected.append({"index": index, "reason": f"event cannot be encoded: {_exc_text(exc)}"})
+                rejected.append({"index": index, "reason": f"event cannot be encoded: {exception_reason(exc)}"})
                 continue
             if limit is not None and len(record) > limit:
                 rejected.append(
@@ -95,11 +95,6 @@ def pack_batch(records: list[PackedRecord]) -> bytes:
 
     Joining encodings that already exist is a copy, not a second encoding."""
     return msgpack.Packer().pack_array_header(len(records)) + b"".join(records)
-
-
-def _exc_text(exc: BaseException) -> str:
-    text = str(exc)
-    return text[:200] if text else type(exc).__name__
 
 
 def _no_definition(event: dict[str, Any]) -> str:

@@ -36,6 +36,7 @@ __all__ = [
     "BodyError",
     "CoreEvent",
     "ValidEvent",
+    "exception_reason",
     "parse_body",
     "pick_identity",
     "validate_events",
@@ -134,7 +135,7 @@ def parse_body(body: bytes, content_type: str, *, max_events: int) -> list[Any]:
         except UnicodeDecodeError:
             raise BodyError(400, "body is not valid msgpack: a string is not valid UTF-8") from None
         except Exception as exc:  # msgpack raises several types, some without a message
-            raise BodyError(400, f"body is not valid msgpack: {_exc_text(exc)}") from None
+            raise BodyError(400, f"body is not valid msgpack: {exception_reason(exc)}") from None
         items = _top_level(data, "msgpack")
     elif media in NDJSON_TYPES:
         lines = [line for line in body.split(b"\n") if line.strip()]
@@ -175,7 +176,9 @@ def _too_many(count: int, limit: int) -> str:
     return f"{count} events in one request, over the limit of {limit}"
 
 
-def _exc_text(exc: BaseException) -> str:
+def exception_reason(exc: BaseException) -> str:
+    """An exception as a short reason for a client: its message (cut to 200 characters), or
+    its type's name when it has none (msgpack raises some without a message)."""
     text = str(exc)
     return text[:200] if text else type(exc).__name__
 
@@ -239,7 +242,7 @@ def _prepare(
             try:
                 item = normalise(item, namespace_codes)
             except ValueError as exc:  # a key or a path in the message can be as long as the body
-                rejected.append({"index": index, "reason": f"cannot normalise JSON-LD: {_exc_text(exc)}"})
+                rejected.append({"index": index, "reason": f"cannot normalise JSON-LD: {exception_reason(exc)}"})
                 continue
         indices.append(index)
         events.append(item)
@@ -296,7 +299,7 @@ def _finish(
             try:
                 event["_id"] = _derived_id(event)
             except Exception as exc:  # nesting too deep for the encoder: nothing to derive from
-                rejected.append({"index": index, "reason": f"event cannot be encoded: {_exc_text(exc)}"})
+                rejected.append({"index": index, "reason": f"event cannot be encoded: {exception_reason(exc)}"})
                 continue
         event["_ts"] = ts
         accepted.append((index, event))
@@ -342,7 +345,7 @@ def _one_by_one(
             cores = [_single(event) for event in events]
             done = _finish(candidates, events, cores, mine, now + skew, skew, max_identities)
         except Exception as exc:
-            mine, done = [{"index": 0, "reason": f"invalid event: {_exc_text(exc)}"}], []
+            mine, done = [{"index": 0, "reason": f"invalid event: {exception_reason(exc)}"}], []
         accepted.extend((index, event) for _, event in done)
         rejected.extend({"index": index, "reason": r["reason"]} for r in mine)
     return accepted, rejected

@@ -56,7 +56,7 @@ def event(kind: str, n: int, ts: str = "2026-11-29T10:00:00Z", **extra: Any) -> 
     return body
 
 
-WELCOME = {
+WELCOME: dict[str, Any] = {
     "id": "welcome",
     "nodes": {
         "start": {"type": "entry", "event": "registration", "next": "send"},
@@ -112,3 +112,12 @@ CART = {
         "done": {"type": "end"},
     },
 }
+
+
+def echo_journey(start_event: str) -> dict[str, Any]:
+    """WELCOME started by `start_event`, its message printing the whole event: a journey
+    that reads all of the event, so the router keeps all of it."""
+    nodes = WELCOME["nodes"]
+    send = {**nodes["send"], "message": {**nodes["send"]["message"], "text": "{{ event }}"}}
+    start = {**nodes["start"], "event": start_event}
+    return {**WELCOME, "id": "echo", "nodes": {**nodes, "start": start, "send": send}}

@@ -29,7 +29,7 @@ from itinerary.engine.profile import IDENTITIES, JourneyEngine, value_size
 from itinerary.engine.routing import RoutingTable
 from itinerary.engine.xdm import MAX_DEPTH
 from itinerary.router import EventRouter
-from tests.unit.journey_helpers import WELCOME, catalog
+from tests.unit.journey_helpers import catalog, echo_journey
 
 NOW = datetime(2026, 11, 29, 10, 0, tzinfo=UTC).timestamp()
 STAMP = "2026-11-29T09:59:00Z"
@@ -66,10 +66,7 @@ def parse(body: bytes, content_type: str) -> list[Any] | BodyError:
 def _whole_event_router() -> EventRouter:
     """A router whose one definition takes any event and whose journey prints all of it,
     so every accepted event travels whole: the largest record an event can make."""
-    nodes = WELCOME["nodes"]
-    send = {**nodes["send"], "message": {**nodes["send"]["message"], "text": "{{ event }}"}}
-    echo = {**WELCOME, "nodes": {**nodes, "start": {**nodes["start"], "event": "any"}, "send": send}}
-    cat = catalog(echo, events={"any": {"rule": "exists(event.identityMap)"}})
+    cat = catalog(echo_journey("any"), events={"any": {"rule": "exists(event.identityMap)"}})
     return EventRouter(cat, RoutingTable(64, 1), max_record_bytes=MAX_EVENT_BYTES)
 
 

@@ -11,7 +11,7 @@ import msgpack
 from itinerary.engine.ingest import validate_events
 from itinerary.engine.routing import RoutingTable
 from itinerary.router import EventRouter, pack_batch
-from tests.unit.journey_helpers import CART, WELCOME, catalog, event
+from tests.unit.journey_helpers import CART, WELCOME, catalog, echo_journey, event
 
 NOW = time.time()
 
@@ -60,10 +60,7 @@ def test_a_payload_holds_only_the_fields_journeys_and_profile_fields_read() -> N
 
 def test_a_journey_that_reads_the_whole_event_gets_all_of_it() -> None:
     # the welcome journey, started by a cart add, with a message that prints the event
-    nodes = WELCOME["nodes"]
-    send = {**nodes["send"], "message": {**nodes["send"]["message"], "text": "{{ event }}"}}
-    start = {**nodes["start"], "event": "cart_add"}
-    whole = {**WELCOME, "id": "echo", "nodes": {**nodes, "start": start, "send": send}}
+    whole = echo_journey("cart_add")
     [cart] = route(event("cart_add", 2, device={"type": "mobile"}), journeys=(whole,))
     assert set(payload(cart) or {}) >= {"device", "productListItems", "_id", "_ts", "identityMap", "timestamp"}
 
