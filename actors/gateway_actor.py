@@ -28,10 +28,11 @@ import msgpack
 from itinerary.actors.coalescer import Coalescer
 from itinerary.actors.metrics import GatewayMetrics
 from itinerary.actors.names import gateway_name
-from itinerary.actors.peers import Peers
+from itinerary.actors.peers import Peers, offer_stream
 from itinerary.actors.stalls import StallWatch
 from itinerary.actors.storeio import StoreCalls
 from itinerary.actors.tuning import tune_gc
+from itinerary.actors.wire import WireServer
 from itinerary.catalog import Catalog
 from itinerary.channels.gateway import ChannelGateway
 from itinerary.config.app import AppConfig
@@ -161,8 +162,10 @@ class GatewayActor:
         if peers is None:
             from itinerary.actors.peers import RayPeers
 
-            peers = RayPeers(app.runtime.ray_namespace)
+            peers = RayPeers(app.runtime.ray_namespace, app.runtime.direct_streams)
         self.peers = peers
+        self._stream = WireServer({"submit": self.submit}, name)
+        self._direct_streams = app.runtime.direct_streams
         self._shards = app.runtime.shards
         self._stalls = StallWatch(self.name)
         observer = GatewayMetrics()  # keyed by channel inside
@@ -202,6 +205,10 @@ class GatewayActor:
     async def ready(self) -> str:
         await self._ensure_started()
         return self.name
+
+    async def wire_endpoint(self) -> dict[str, Any] | None:
+        """Where shards reach this gateway's direct stream (actors/wire.py)."""
+        return await offer_stream(self._stream, self._direct_streams)
 
     async def connect_peers(self) -> list[str]:
         """Reach every shard once, at start (see Peers.connect); returns the shards not reached."""
@@ -283,6 +290,7 @@ class GatewayActor:
             # Outcomes that went back in the answers to shards' send calls instead of a call.
             "outcomes_on_answers": {str(shard): c.taken for shard, c in sorted(self._returns.items())},
             "misrouted": self._misrouted,
+            "stream": self._stream.summary(),
             "stalls": self._stalls.summary(),
         }
 
@@ -292,6 +300,7 @@ class GatewayActor:
                 await hosted.stop()
             self._started = False
             await self._stalls.stop()
+        await self._stream.close()
 
     async def _deliver(self, channel: str, outcomes: list[Outcome]) -> None:
         """A channel's outcome sink: record final outcomes, then send them to their shards."""

@@ -71,7 +71,7 @@ class Ingress:
         if peers is None:
             from itinerary.actors.peers import RayPeers
 
-            peers = RayPeers(app.runtime.ray_namespace)
+            peers = RayPeers(app.runtime.ray_namespace, app.runtime.direct_streams)
         self.peers = peers
         self.clock = clock or time.time
         s = self.settings

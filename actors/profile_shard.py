@@ -29,10 +29,11 @@ import msgpack
 from itinerary.actors.coalescer import Coalescer
 from itinerary.actors.metrics import ShardMetrics
 from itinerary.actors.names import gateway_name, shard_name
-from itinerary.actors.peers import Peers
+from itinerary.actors.peers import Peers, offer_stream
 from itinerary.actors.stalls import StallWatch, status_percentiles
 from itinerary.actors.storeio import StoreCalls
 from itinerary.actors.tuning import GC_SETTLE_SECONDS, settle_gc, tune_gc
+from itinerary.actors.wire import WireServer
 from itinerary.catalog import Catalog
 from itinerary.clock import SystemClock
 from itinerary.config.app import AppConfig
@@ -81,8 +82,10 @@ class ProfileShard:
         if peers is None:
             from itinerary.actors.peers import RayPeers
 
-            peers = RayPeers(app.runtime.ray_namespace)
+            peers = RayPeers(app.runtime.ray_namespace, app.runtime.direct_streams)
         self.peers = peers
+        streamed = {"apply_batch": self.apply_batch, "deliver_outcomes": self.deliver_outcomes}
+        self._stream = WireServer(streamed, self.name)
         self.clock = clock if clock is not None else SystemClock()
         self.profiles = ProfileTable()
         self.timers: TimerQueue[TimerKey] = TimerQueue()
@@ -638,6 +641,10 @@ class ProfileShard:
         self._ensure_timer_task()
         return self.name
 
+    async def wire_endpoint(self) -> dict[str, Any] | None:
+        """Where ingresses and gateways reach this shard's direct stream (actors/wire.py)."""
+        return await offer_stream(self._stream, self.runtime.direct_streams)
+
     async def connect_peers(self) -> list[str]:
         """Reach every gateway actor once, at start (see Peers.connect); returns the ones
         not reached."""
@@ -713,6 +720,8 @@ class ProfileShard:
             # Calls to each gateway actor so far, and how many the gateway answered with a hold
             # (a backlog to work through): each Ray call costs ~1 ms of CPU on each side.
             "gateway_calls": {gw: {"calls": c.calls, "held": c.held} for gw, c in sorted(self._senders.items())},
+            # Calls served on the direct stream (batches, outcomes), and connections refused.
+            "stream": self._stream.summary(),
             "steps": [[j, n, k, c] for (j, n, k), c in sorted(self.steps.items())],
             "outcomes": [[ch, o, c] for (ch, o), c in sorted(self.outcomes.items())],
             "clock": self.clock(),

@@ -215,5 +215,10 @@ def test_the_system_is_healthy_after_bad_input(system: dict[str, Any]) -> None:
     assert actors == {"gateway-mail", "gateway-loyalty", "gateway-limited", "gateway-flaky"}
     for shard in status["shards"]:
         assert set(shard["gateway_calls"]) <= actors  # a shard calls actors, not channels
+        # Batches came on the shard's direct stream, not as Ray calls; no peer was refused.
+        assert shard["stream"]["calls"] > 0 and shard["stream"]["refused"] == 0
+        assert "token" not in shard["stream"]
+    mail = next(a for a in status["gateway_actors"] if a["name"] == "gateway-mail")
+    assert mail["stream"]["calls"] > 0 and mail["stream"]["refused"] == 0
     code, _, _ = http("GET", f"{system['url']}/v1/profiles/Email/nobody@example.com")
     assert code == 404
