@@ -50,7 +50,7 @@ class RayPeers:
     """Peers reached by actor name; handles and streams are cached. Callers batch (see
     `Coalescer` and `ShardBatcher`) and bound what they have in flight.
 
-    A data-plane call goes on the callee's direct stream (a fifteenth of a Ray call's CPU,
+    A data-plane call goes on the callee's direct stream (about a tenth of a Ray call's CPU,
     actors/wire.py) unless `direct_streams` is off or the callee offers none. A call whose
     stream or actor failed raises; the next call looks the peer up again, since the
     supervisor or Ray may have re-created it under the same name with a new stream."""

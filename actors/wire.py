@@ -1,10 +1,10 @@
 """Direct streams between actors: the data plane's calls as msgpack frames on kept TCP
 connections, one connection per pair of processes.
 
-A Ray actor call costs about 0.6 ms of CPU in the caller and 0.7 ms in the callee on the
+A Ray actor call costs about 0.6 ms of CPU in the caller and 0.8 ms in the callee on the
 development machine, and 1.3 ms from call to answer; the same call as a frame on a kept
-connection costs about 40 µs on each side and 90 µs from call to answer
-(docs/benchmarks.md, stop 17). At 10,000 events/s the data plane makes a few hundred calls
+connection costs about 60 µs on each side and 130 µs from call to answer
+(`scripts/bench_calls.py`, docs/benchmarks.md, stop 17). At 10,000 events/s the data plane makes a few hundred calls
 a second (batches, sends, outcomes), so Ray's cost was a fifth of the machine. Ray still
 finds the peer: the caller asks the actor by name, through Ray, for its `endpoint` (host,
 port and a token drawn at random when the server started), then connects and presents
