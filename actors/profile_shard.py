@@ -521,7 +521,9 @@ class ProfileShard:
             coalescer = self._senders.get(gateway)
             if coalescer is None:
                 coalescer = self._senders[gateway] = Coalescer(
-                    f"{self.name}->{gateway}", partial(self._submit_sends, gateway)
+                    f"{self.name}->{gateway}",
+                    partial(self._submit_sends, gateway),
+                    min_interval=self.runtime.send_flush.total_seconds(),
                 )
             # Refused sends (gateway unreachable for long) end on their action's timeout.
             self.counts["sends_refused"] += coalescer.add(requests)

@@ -151,6 +151,12 @@ class RuntimeSettings(Frozen):
     # their p99 from 113 to 81-88 ms against 30 ms; at 10,000 the difference was within
     # the machine's noise (docs/benchmarks.md, stop 15).
     outcome_flush: timedelta = timedelta(milliseconds=10)
+    # How far apart a shard's calls to one gateway actor are, at least (one call in flight
+    # per actor; sends made meanwhile leave together): a first message waits up to this
+    # long after its event, a second one twice. 20 ms suited Ray calls (~1.3 ms of CPU
+    # each); on direct streams, 5 ms took the delivery p50 at 10,000 events/s from
+    # 33-63 ms to 24-25 ms for ~3 us more gateway CPU per event (docs/benchmarks.md, stop 17).
+    send_flush: timedelta = timedelta(milliseconds=5)
     # Channels served by one gateway actor, `gateway-<name>`; a channel named in no group
     # has an actor of its own, `gateway-<channel>`. A shard makes one send call per group
     # per flush, and each call costs both ends about a millisecond of CPU here, as much as

@@ -4,6 +4,7 @@ per-sender ordering, duplicates, timers with an injected clock, sends and outcom
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import msgpack
@@ -32,9 +33,9 @@ class RecordingGateway:
 
 
 def make_shard(
-    clock: ManualClock, store: ShardStore | None = None
+    clock: ManualClock, store: ShardStore | None = None, **runtime: Any
 ) -> tuple[ProfileShard, LocalPeers, dict[str, RecordingGateway]]:
-    app = catalog(WELCOME, CART).config
+    app = catalog(WELCOME, CART, **runtime).config
     peers = LocalPeers()
     gateways = {"email": RecordingGateway(), "push": RecordingGateway()}
     peers.gateways.update(gateways)
@@ -66,6 +67,29 @@ async def welcomed_with_a_cart(shard: ProfileShard, clock: ManualClock, gateways
     [welcome] = gateways["email"].requests
     assert welcome["node"] == "send"  # the welcome email
     await shard.deliver_outcomes(msgpack.packb([outcome_for(welcome, "sent", at=clock())]))
+
+
+def test_a_shards_calls_to_a_gateway_actor_are_at_least_send_flush_apart() -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        shard, _, gateways = make_shard(clock, send_flush="PT60S")
+        mail = gateways["email"].requests
+        await shard.apply_batch("s", 0, blob(record("registration", 0)))
+        deadline = time.monotonic() + 10
+        while not mail and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        assert len(mail) == 1  # an idle shard sends at once
+        other = record("registration", 1)
+        other[0] = "Email:bob@example.com"
+        await shard.apply_batch("s", 1, blob(other))
+        for _ in range(50):
+            await asyncio.sleep(0.001)
+        assert len(mail) == 1  # the next call waits for send_flush (here a minute)...
+        await shard.drain_sends()
+        assert [r["profile"] for r in mail] == [KEY, "Email:bob@example.com"]  # ...unless drained
+        assert (await shard.status())["gateway_calls"] == {"gateway-email": {"calls": 2, "held": 0}}
+
+    asyncio.run(scenario())
 
 
 def test_batches_that_arrive_out_of_order_are_applied_in_sequence() -> None:
