@@ -2,8 +2,9 @@
 
 `RayPeers` finds peers by name in the Ray namespace and makes batched calls: the data
 plane's (batches, sends, outcomes) on direct streams to the peer (actors/wire.py), the
-rest as Ray calls; `LocalPeers` is its in-process twin, wiring plain objects together for tests and for the
-single-process ceiling benchmark. Nothing else in the data plane calls Ray directly.
+rest as Ray calls. `LocalPeers` is its in-process twin, wiring plain objects together for
+tests and for the single-process ceiling benchmark. Nothing else in the data plane calls
+Ray directly.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ class RayPeers:
         self._namespace = namespace
         self._direct_streams = direct_streams
         self._handles: dict[str, Any] = {}
-        self._streams: dict[str, WireClient | None] = {}  # None: the peer offers no stream
+        self._streams: dict[str, WireClient] = {}
+        self._streamless: set[str] = set()  # peers that offer no stream: Ray calls only
         self._opening: dict[str, asyncio.Lock] = {}
 
     def _handle(self, name: str) -> Any:
@@ -77,21 +79,28 @@ class RayPeers:
         if stream is not None:
             stream.close()
 
+    def _open_stream(self, name: str) -> WireClient | None:
+        stream = self._streams.get(name)
+        return stream if stream is not None and not stream.closed else None
+
     async def _stream(self, name: str) -> WireClient | None:
         """The open stream to `name`, opened (once, for all callers) if need be; None when
         the peer offers none."""
-        stream = self._streams.get(name, False)
-        if stream is None or (stream is not False and not stream.closed):
-            return stream  # type: ignore[return-value]
-        lock = self._opening.setdefault(name, asyncio.Lock())
-        async with lock:
-            stream = self._streams.get(name, False)
-            if stream is None or (stream is not False and not stream.closed):
-                return stream  # type: ignore[return-value]
+        if name in self._streamless:
+            return None
+        stream = self._open_stream(name)
+        if stream is not None:
+            return stream
+        async with self._opening.setdefault(name, asyncio.Lock()):
+            stream = self._open_stream(name)
+            if stream is not None or name in self._streamless:
+                return stream
             endpoint = await self._ray_call(name, "wire_endpoint")
-            opened = None if endpoint is None else await WireClient.connect(name, endpoint, CONNECT_TIMEOUT)
-            self._streams[name] = opened
-            return opened
+            if endpoint is None:
+                self._streamless.add(name)
+                return None
+            stream = self._streams[name] = await WireClient.connect(name, endpoint, CONNECT_TIMEOUT)
+            return stream
 
     async def _call(self, name: str, method: str, *args: Any) -> Any:
         """One awaited call; a peer that is gone is looked up again by name next time (the

@@ -159,8 +159,8 @@ class RuntimeSettings(Frozen):
     send_flush: timedelta = timedelta(milliseconds=5)
     # Channels served by one gateway actor, `gateway-<name>`; a channel named in no group
     # has an actor of its own, `gateway-<channel>`. A shard makes one send call per group
-    # per flush, and each call costs both ends about a millisecond of CPU here, as much as
-    # a low-volume channel's messages themselves (see docs/architecture.md).
+    # per flush; each actor is one more process to wake, and as a Ray call each call cost
+    # both ends about a millisecond of CPU here (see docs/architecture.md).
     gateway_groups: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     actor_num_cpus: float = Field(0.0, ge=0.0)
     # Batches, sends and outcomes go between actors as frames on kept TCP connections
