@@ -148,6 +148,7 @@ class _ServerSession(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+            self._transport = None  # frames already read behind a refused one are not run
 
     def _refuse(self, why: str) -> None:
         self._server.refused += 1
@@ -163,13 +164,14 @@ class _ServerSession(asyncio.Protocol):
                 self._frame(frame)
         except msgpack.BufferFull:
             self._refuse(f"a frame over {MAX_FRAME_BYTES} bytes")
-        except (ValueError, msgpack.UnpackException) as exc:
+        except Exception as exc:  # whatever a peer sends ends its connection, not the actor's loop
             self._refuse(f"malformed frame: {type(exc).__name__}")
 
     def _frame(self, frame: Any) -> None:
         if not self._authenticated:
             token = frame[1] if isinstance(frame, list) and len(frame) == 2 and frame[0] == HELLO else None
-            if not isinstance(token, str) or not hmac.compare_digest(token, self._server.token):
+            # As bytes: compare_digest refuses str with characters beyond ASCII.
+            if not isinstance(token, str) or not hmac.compare_digest(token.encode(), self._server.token.encode()):
                 self._refuse("the first frame is not a hello with this actor's token")
                 return
             self._authenticated = True

@@ -82,6 +82,29 @@ async def test_a_wrong_token_is_refused_and_nothing_is_called(served: tuple[Call
     assert callee.seen == []
 
 
+@pytest.mark.parametrize("hello", [["hello", "tökén"], ["hello", 7], ["hello"], "hello", {"hello": 1}])
+async def test_any_other_hello_closes_the_connection(served: tuple[Callee, WireServer], hello: Any) -> None:
+    callee, server = served
+    reader, writer = await asyncio.open_connection(HOST, server.port)
+    writer.write(msgpack.packb(hello) + msgpack.packb([1, "echo", ["after a bad hello"]]))
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed without an answer
+    writer.close()
+    assert callee.seen == [] and server.refused == 1
+
+
+async def test_a_malformed_call_closes_the_stream_and_the_calls_behind_it_in_the_same_read_are_not_run(
+    served: tuple[Callee, WireServer],
+) -> None:
+    callee, server = served
+    reader, writer = await asyncio.open_connection(HOST, server.port)
+    writer.write(msgpack.packb(["hello", server.token]))
+    assert msgpack.unpackb(await asyncio.wait_for(reader.read(64), 5)) == [0, None, "ok"]
+    writer.write(msgpack.packb(["not", "a call"]) + msgpack.packb([1, "echo", ["behind it"]]))
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    assert callee.seen == [] and server.refused == 1
+
+
 async def test_a_call_frame_before_the_hello_closes_the_connection(served: tuple[Callee, WireServer]) -> None:
     callee, server = served
     reader, writer = await asyncio.open_connection(HOST, server.port)
