@@ -274,14 +274,14 @@ class WireClient(asyncio.Protocol):
         except (msgpack.BufferFull, ValueError, TypeError, msgpack.UnpackException) as exc:
             self._fail(WireError(f"{self.peer}: malformed answer: {type(exc).__name__}"))
 
-    def _send(self, call_id: int, frame_or_args: list[Any], method: str | None = None) -> asyncio.Future[Any]:
+    def _send(self, call_id: int, frame: list[Any]) -> asyncio.Future[Any]:
+        """Write `frame`; the future resolves with the answer that carries `call_id`."""
         if self._lost is not None:
             raise self._lost
         if self._transport is None:
             raise WireError(f"{self.peer}: stream not open")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = future
-        frame = frame_or_args if method is None else [call_id, method, frame_or_args]
         self._transport.write(_pack(frame))
         return future
 
@@ -290,7 +290,7 @@ class WireClient(asyncio.Protocol):
         method raised)."""
         call_id = self._next_id
         self._next_id += 1
-        future = self._send(call_id, list(args), method)
+        future = self._send(call_id, [call_id, method, list(args)])
         try:
             return await future
         finally:

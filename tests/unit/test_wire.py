@@ -38,6 +38,10 @@ class Callee:
         return None
 
 
+async def connected(server: WireServer) -> WireClient:
+    return await WireClient.connect("test-callee", server.endpoint(), timeout=5)
+
+
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[Callee, WireServer]]:
     callee = Callee()
@@ -53,7 +57,7 @@ async def test_a_call_returns_the_callees_answer_with_bytes_and_none_intact(
     served: tuple[Callee, WireServer],
 ) -> None:
     callee, server = served
-    client = await WireClient.connect("test-callee", server.endpoint(), timeout=5)
+    client = await connected(server)
     blob = bytes(range(256)) * 40
     assert await client.call("echo", "ingress-0#1", 7, blob) == ["ingress-0#1", 7, blob]
     assert await client.call("nothing") is None
@@ -64,7 +68,7 @@ async def test_a_call_returns_the_callees_answer_with_bytes_and_none_intact(
 
 async def test_calls_overlap_and_each_answer_reaches_its_own_caller(served: tuple[Callee, WireServer]) -> None:
     callee, server = served
-    client = await WireClient.connect("test-callee", server.endpoint(), timeout=5)
+    client = await connected(server)
     slow = asyncio.ensure_future(client.call("held", "first"))
     assert await client.call("echo", "second") == ["second"]  # answered while the first waits
     assert not slow.done()
@@ -124,7 +128,7 @@ async def test_garbage_and_oversized_frames_close_the_connection(
     writer.close()
 
     monkeypatch.setattr(wire, "MAX_FRAME_BYTES", 4096)
-    client = await WireClient.connect("test-callee", server.endpoint(), timeout=5)
+    client = await connected(server)
     with pytest.raises(WireError):
         await asyncio.wait_for(client.call("echo", b"x" * 100_000), 5)
     assert client.closed
@@ -135,7 +139,7 @@ async def test_the_callees_exception_comes_back_as_text_and_the_stream_stays_usa
     served: tuple[Callee, WireServer],
 ) -> None:
     _, server = served
-    client = await WireClient.connect("test-callee", server.endpoint(), timeout=5)
+    client = await connected(server)
     with pytest.raises(RemoteError, match="RuntimeError: batch 3 of ingress-0 arrived after a gap"):
         await client.call("fail")
     with pytest.raises(RemoteError, match="no method 'status'"):
@@ -147,7 +151,7 @@ async def test_the_callees_exception_comes_back_as_text_and_the_stream_stays_usa
 
 async def test_calls_in_flight_fail_when_the_callee_goes_away(served: tuple[Callee, WireServer]) -> None:
     _, server = served
-    client = await WireClient.connect("test-callee", server.endpoint(), timeout=5)
+    client = await connected(server)
     waiting = asyncio.ensure_future(client.call("held", "never answered"))
     await asyncio.sleep(0)
     await server.close()  # as when the callee's process dies: its connections reset
@@ -168,7 +172,7 @@ async def test_connecting_to_a_port_nobody_listens_on_raises_wire_error() -> Non
 
 async def test_connections_have_tcp_keepalive(served: tuple[Callee, WireServer]) -> None:
     _, server = served
-    client = await WireClient.connect("test-callee", server.endpoint(), timeout=5)
+    client = await connected(server)
     sock = client._transport.get_extra_info("socket")  # type: ignore[union-attr]
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
     if hasattr(socket, "TCP_KEEPIDLE"):
@@ -180,7 +184,7 @@ async def test_the_summary_tells_where_it_listens_and_what_it_served_without_the
     served: tuple[Callee, WireServer],
 ) -> None:
     _, server = served
-    client = await WireClient.connect("test-callee", server.endpoint(), timeout=5)
+    client = await connected(server)
     await client.call("echo", 1)
     summary = server.summary()
     assert summary == {"address": f"{HOST}:{server.port}", "connections": 1, "calls": 1, "refused": 0}
