@@ -5,7 +5,8 @@ memory or warm caches):
 
 1. the single-process ceiling and the full pipeline at saturation (scripts/bench_pipeline.py,
    durable SQLite storage, the demo config's journeys and channels), for 1, 2, 4 and 8
-   shards: events/s, the ratio to 2 x the ceiling (two cores), ingest latency;
+   shards: events/s, the ratio to 2 x the ceiling (two cores), ingest latency; and where an
+   event's CPU goes, stage by stage (scripts/bench_stages.py);
 2. latency at 50 % of saturation, and at issue 4's 10,000 events/s: `itinerary up` on the
    demo config, driven by `itinerary load`, first in closed loop to find the saturation
    the load tool and the deployment reach together, then at half that rate, then at
@@ -235,6 +236,8 @@ def markdown(summary: dict[str, Any]) -> str:
             f"| {n} | {r['ceiling']:,.0f} | **{r['pipeline']:,.0f}** | {r['ratio_to_2x_ceiling']:.2f} "
             f"| {_ms(lat, 'p50')} / {_ms(lat, 'p99')} |"
         )
+    if "stages" in summary:
+        lines += ["", *stages_markdown(summary["stages"])]
     if "load_saturation" in summary:
         closed = summary["load_saturation"]
         lines += [
@@ -257,6 +260,27 @@ def markdown(summary: dict[str, Any]) -> str:
     lines += ["", *throttle_markdown(summary["throttle"]), "", *profiles_markdown(summary["profiles"])]
     lines += ["", *timers_markdown(summary["timers"]), "", END]
     return "\n".join(lines) + "\n"
+
+
+def stages_markdown(stages: dict[str, Any]) -> list[str]:
+    """Where an event's CPU goes (scripts/bench_stages.py), against issue 4's budget."""
+    medians, total, budget = stages["us_per_event"], stages["total_us_per_event"], stages["budget_us_per_event"]
+    lines = [
+        f"**Where an event's CPU goes** (`scripts/bench_stages.py`: the ingress's and a shard's code, one process, "
+        f"{stages['batch']}-event requests, medians of {stages['rounds']} rounds):",
+        "",
+        "| stage | runs in | µs per event | share |",
+        "|---|---|---:|---:|",
+    ]
+    for stage, value in medians.items():
+        lines.append(f"| {stage} | {stages['runs_in'][stage]} | {value:.2f} | {value / total:.0%} |")
+    lines += [
+        f"| **total** | | **{total:.2f}** | |",
+        "",
+        f"100,000 events/s on two cores leaves {budget:.0f} µs of CPU per event for everything (HTTP, streams, "
+        f"gateways and the load tool too); these stages alone take {total:.1f} µs, {total / budget:.1f} x that.",
+    ]
+    return lines
 
 
 def latency_markdown(title: str, lat: dict[str, Any]) -> list[str]:
@@ -450,6 +474,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     print("1/5 ceiling and saturation, by shard count", flush=True)
     summary["pipeline"] = pipeline(out, sizes["shards"], sizes["events"], sizes["profiles"])
+    print("   and where an event's CPU goes, stage by stage (one process)", flush=True)
+    path = out / "stages.json"
+    _run([PY, "scripts/bench_stages.py", "--events", str(sizes["events"]), "--profiles", str(sizes["profiles"]),
+          "--out", str(path)], out / "stages.log")  # fmt: skip
+    summary["stages"] = _json(path)["result"]
     target = 2_000 if quick else 10_000
     # Saturation as the load tool reaches it: it spends more CPU per event than the
     # pipeline benchmark's pre-made bodies, on the same two cores, so half of the
