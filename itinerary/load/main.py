@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 from hdrh.histogram import HdrHistogram
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -37,7 +38,7 @@ import itinerary.config
 from itinerary.actors.tuning import periodic_collection
 from itinerary.aio import run
 from itinerary.load.receiver import ChannelNames, DeliveryReceivers
-from itinerary.load.report import build_report, render, write_chart, write_json
+from itinerary.load.report import build_report, machine_cpu, render, write_chart, write_json
 from itinerary.load.schedule import Schedule, parse_schedule
 from itinerary.load.sender import ClosedLoopSender, HttpTransport, OpenLoopSender, Transport
 from itinerary.load.stats import DeliveryStats, SenderStats, decode_histogram, new_histogram
@@ -457,6 +458,7 @@ async def _run_load(options: LoadOptions, console: Console) -> dict[str, Any]:
             receivers.stats.start = start_epoch
         go.set()
         parent_cpu, parent_wall = time.process_time(), time.monotonic()
+        machine_before = psutil.cpu_times()._asdict()
         mode = "closed loop" if options.closed_loop else schedule.name
         console.print(
             f"sending to {', '.join(options.urls)}: {mode} for {schedule.duration:g} s, "
@@ -465,7 +467,11 @@ async def _run_load(options: LoadOptions, console: Console) -> dict[str, Any]:
         finished, stopped_at = await _follow(options, schedule, workers, results, receivers, stop, console)
         if receivers is not None:
             await _drain(options, receivers, console)
-        client = {"parent_s": time.process_time() - parent_cpu, "wall_s": time.monotonic() - parent_wall}
+        client: dict[str, Any] = {
+            "parent_s": time.process_time() - parent_cpu,
+            "wall_s": time.monotonic() - parent_wall,
+            "machine": machine_cpu(machine_before, psutil.cpu_times()._asdict()),
+        }
         gateways = gateway_changes(gateways_before, await gateway_status(options))
     finally:
         go.set()  # a sender still waiting for the start must not hang

@@ -24,6 +24,11 @@ __all__ = ["build_report", "render", "write_chart", "write_json"]
 
 LATENCY_COLUMNS = ("p50", "p90", "p99", "p99.9", "max")
 CLIENT_CPU_HINT = 0.2  # share of the machine's CPU this client may use before a note says so
+# How busy the machine's CPUs may be over a run before a note says the figures include
+# waiting for a core: with everything on one machine, a latency target missed at 95 %
+# busy says the machine is full, not that a part is slow.
+MACHINE_BUSY_HINT = 0.9
+STEAL_HINT = 0.05  # share of CPU time the hypervisor took back before a note says so
 
 
 def build_report(
@@ -37,7 +42,7 @@ def build_report(
     duplicates: int = 0,
     gateways: dict[str, Any] | None = None,
     stopped_after: float | None = None,
-    client: dict[str, float] | None = None,
+    client: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything one run measured, as JSON-ready data.
 
@@ -45,7 +50,8 @@ def build_report(
     (see main.gateway_changes), or None when it could not be read. `stopped_after`: the
     run was stopped (Ctrl-C) this many seconds after the start; rates count to then.
     `client`: the parent process's CPU seconds (`parent_s`: receivers, progress) over
-    `wall_s` seconds from the start to the end of the drain; the senders' CPU is in `sender`.
+    `wall_s` seconds from the start to the end of the drain; the senders' CPU is in `sender`;
+    `machine`, when known, how busy the whole machine was meanwhile (see `machine_cpu`).
     """
     counts = sender.counts
     closed = bool(options.get("closed_loop"))
@@ -87,6 +93,7 @@ def build_report(
         "service_time_ms": percentiles_ms(sender.service),
         "client_lag_ms": percentiles_ms(sender.lag),
         "client_cpu": _client_cpu(sender, client, events["sent"]),
+        "machine_cpu": (client or {}).get("machine"),
         "traffic": traffic,
         "delivery": _delivery(delivery, duplicates),
         "gateways": gateways,
@@ -101,7 +108,7 @@ def build_report(
     return report
 
 
-def _client_cpu(sender: SenderStats, client: dict[str, float] | None, sent: int) -> dict[str, Any]:
+def _client_cpu(sender: SenderStats, client: dict[str, Any] | None, sent: int) -> dict[str, Any]:
     """What this client cost in CPU: load-tool CPU is CPU the deployment did not have
     when both share a machine, so a reader needs it to judge the figures."""
     parent = client["parent_s"] if client else 0.0
@@ -113,6 +120,19 @@ def _client_cpu(sender: SenderStats, client: dict[str, float] | None, sent: int)
         "us_per_event": round(total / sent * 1e6, 1) if sent else None,
         "share_of_machine": round(total / (client["wall_s"] * cpus), 4) if client and client["wall_s"] > 0 else None,
     }
+
+
+def machine_cpu(before: dict[str, float], after: dict[str, float]) -> dict[str, float] | None:
+    """How busy all of the machine's CPUs were between two readings of their times
+    (`psutil.cpu_times()._asdict()`, seconds summed over CPUs since boot): `busy` is the
+    share not idle and not waiting for I/O, `steal` the share a hypervisor gave to other
+    guests. None when no time passed. Guest time is already inside user time on Linux."""
+    spent = {key: after[key] - before.get(key, 0.0) for key in after if key not in ("guest", "guest_nice")}
+    total = sum(spent.values())
+    if total <= 0:
+        return None
+    idle = spent.get("idle", 0.0) + spent.get("iowait", 0.0)
+    return {"busy": round(1 - idle / total, 4), "steal": round(spent.get("steal", 0.0) / total, 4)}
 
 
 def _delivery(delivery: DeliveryStats | None, duplicates: int) -> dict[str, Any]:
@@ -216,6 +236,12 @@ def render(report: dict[str, Any], console: Console | None = None) -> None:
             f"receivers and progress {cpu['parent_s']:,.1f} s)"
             + (f", {share:.0%} of this machine's {os.cpu_count()} CPUs" if share is not None else "")
         )
+    machine = report.get("machine_cpu")
+    if machine:
+        console.print(
+            f"this machine's CPUs were {machine['busy']:.0%} busy during the run"
+            + (f" (steal {machine['steal']:.0%})" if machine["steal"] >= 0.005 else "")
+        )
 
     latency = Table(title="Ingest latency (ms)", title_justify="left")
     latency.add_column("measured")
@@ -285,6 +311,18 @@ def hints(report: dict[str, Any]) -> list[str]:
             f"senders {cpu['senders_s']:,.1f} s, receivers and progress {cpu['parent_s']:,.1f} s); on a machine "
             "it shares with the deployment, that CPU was not the deployment's (run it on another machine to "
             "measure the deployment alone)"
+        )
+    machine = report.get("machine_cpu") or {}
+    if machine.get("busy", 0.0) >= MACHINE_BUSY_HINT:
+        out.append(
+            f"this machine's CPUs were {machine['busy']:.0%} busy during the run: requests and messages waited "
+            "for a core, and the latency figures include that wait; with the deployment and this client on one "
+            "machine, they measure what the machine can do, not what any part of the deployment can"
+        )
+    if machine.get("steal", 0.0) >= STEAL_HINT:
+        out.append(
+            f"the hypervisor took {machine['steal']:.0%} of this machine's CPU time for other guests during the "
+            "run: the figures are lower than the same machine gives on its own"
         )
     if events["429"]:
         out.append(f"{events['429']:,} events were refused with 429: the ingress queues were full (backpressure)")

@@ -185,3 +185,6 @@ async def test_the_whole_tool_with_two_processes_and_end_to_end_latency(
     cpu = report["client_cpu"]  # both spawned senders and this process (the receivers) measured
     assert cpu["senders_s"] > 0 and cpu["parent_s"] > 0 and 0 < cpu["share_of_machine"] <= 1
     assert cpu["us_per_event"] == pytest.approx((cpu["senders_s"] + cpu["parent_s"]) / 2000 * 1e6, rel=0.01)
+    # The whole machine was measured too; it was at least as busy as this client alone kept it.
+    machine = report["machine_cpu"]
+    assert cpu["share_of_machine"] * 0.9 <= machine["busy"] <= 1 and 0 <= machine["steal"] <= 1

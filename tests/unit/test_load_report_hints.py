@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from itinerary.load.report import hints
+from itinerary.load.report import hints, machine_cpu
 
 
 def report(share: float | None) -> dict[str, Any]:
@@ -26,3 +26,39 @@ def test_a_client_that_took_a_fifth_of_the_machine_says_so() -> None:
 
 def test_a_light_client_or_an_unmeasured_one_says_nothing() -> None:
     assert hints(report(0.05)) == [] and hints(report(None)) == []
+
+
+def test_machine_cpu_is_the_share_of_all_cpu_time_not_idle_or_waiting_for_io() -> None:
+    before = {"user": 100.0, "nice": 0.0, "system": 50.0, "idle": 1000.0, "iowait": 10.0, "steal": 1.0}
+    # 20 s on 2 CPUs = 40 CPU-seconds: 24 user, 6 system, 6 idle, 2 iowait, 2 steal.
+    after = {"user": 124.0, "nice": 0.0, "system": 56.0, "idle": 1006.0, "iowait": 12.0, "steal": 3.0}
+    assert machine_cpu(before, after) == {"busy": 0.8, "steal": 0.05}
+
+
+def test_machine_cpu_leaves_guest_time_out_since_linux_counts_it_in_user_time() -> None:
+    before = {"user": 0.0, "idle": 0.0, "guest": 0.0, "guest_nice": 0.0}
+    after = {"user": 5.0, "idle": 5.0, "guest": 5.0, "guest_nice": 1.0}
+    assert machine_cpu(before, after) == {"busy": 0.5, "steal": 0.0}
+
+
+def test_machine_cpu_of_no_time_at_all_is_unknown() -> None:
+    same = {"user": 1.0, "idle": 2.0}
+    assert machine_cpu(same, same) is None
+
+
+def test_a_full_machine_says_the_latency_includes_waiting_for_a_core() -> None:
+    [note] = hints({**report(0.05), "machine_cpu": {"busy": 0.96, "steal": 0.0}})
+    assert note.startswith("this machine's CPUs were 96% busy during the run: requests and messages waited")
+
+
+def test_a_hypervisor_taking_time_is_named() -> None:
+    notes = hints({**report(0.05), "machine_cpu": {"busy": 0.5, "steal": 0.12}})
+    assert notes == [
+        "the hypervisor took 12% of this machine's CPU time for other guests during the run: the figures are "
+        "lower than the same machine gives on its own"
+    ]
+
+
+def test_a_machine_with_room_or_unmeasured_says_nothing() -> None:
+    assert hints({**report(0.05), "machine_cpu": {"busy": 0.6, "steal": 0.01}}) == []
+    assert hints({**report(0.05), "machine_cpu": None}) == []
