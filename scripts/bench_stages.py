@@ -30,7 +30,6 @@ import gc
 import os
 import secrets
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,21 +39,20 @@ import msgpack
 from rich.console import Console
 from rich.table import Table
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from itinerary.actors.peers import LocalPeers
+from itinerary.actors.profile_shard import ProfileShard
+from itinerary.bench import make_bodies
+from itinerary.benchio import write_report
+from itinerary.catalog import Catalog
+from itinerary.config.loader import load_config
+from itinerary.engine.ingest import parse_body, validate_events
+from itinerary.engine.routing import RoutingTable
+from itinerary.keys import ensure_local_keys
+from itinerary.router import EventRouter, pack_batch
+from itinerary.store.base import EVENTS
+from itinerary.store.sqlite import SqliteShardStore
 
-from itinerary.actors.peers import LocalPeers  # noqa: E402
-from itinerary.actors.profile_shard import ProfileShard  # noqa: E402
-from itinerary.bench import make_bodies  # noqa: E402
-from itinerary.benchio import write_report  # noqa: E402
-from itinerary.catalog import Catalog  # noqa: E402
-from itinerary.config.loader import load_config  # noqa: E402
-from itinerary.engine.ingest import parse_body, validate_events  # noqa: E402
-from itinerary.engine.routing import RoutingTable  # noqa: E402
-from itinerary.keys import ensure_local_keys  # noqa: E402
-from itinerary.router import EventRouter, pack_batch  # noqa: E402
-from itinerary.store.base import EVENTS  # noqa: E402
-from itinerary.store.sqlite import SqliteShardStore  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 STAGES = ("parse", "validate", "route", "join", "log", "apply", "release")
 INGRESS_STAGES = frozenset({"parse", "validate", "route", "join", "release"})

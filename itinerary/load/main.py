@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psutil
 from hdrh.histogram import HdrHistogram
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -37,8 +36,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 import itinerary.config
 from itinerary.actors.tuning import periodic_collection
 from itinerary.aio import run
+from itinerary.load.machine import MachineWatch, machine_cpu, read_cpu_times
 from itinerary.load.receiver import ChannelNames, DeliveryReceivers
-from itinerary.load.report import build_report, machine_cpu, render, write_chart, write_json
+from itinerary.load.report import build_report, render, write_chart, write_json
 from itinerary.load.schedule import Schedule, parse_schedule
 from itinerary.load.sender import ClosedLoopSender, HttpTransport, OpenLoopSender, Transport
 from itinerary.load.stats import DeliveryStats, SenderStats, decode_histogram, new_histogram
@@ -458,19 +458,21 @@ async def _run_load(options: LoadOptions, console: Console) -> dict[str, Any]:
             receivers.stats.start = start_epoch
         go.set()
         parent_cpu, parent_wall = time.process_time(), time.monotonic()
-        machine_before = psutil.cpu_times()._asdict()
+        machine_before = read_cpu_times()
         mode = "closed loop" if options.closed_loop else schedule.name
         console.print(
             f"sending to {', '.join(options.urls)}: {mode} for {schedule.duration:g} s, "
             f"batch {options.batch}, {options.connections} connections x {options.processes} process(es)"
         )
-        finished, stopped_at = await _follow(options, schedule, workers, results, receivers, stop, console)
+        watch = MachineWatch(time.monotonic() + START_DELAY)
+        finished, stopped_at = await _follow(options, schedule, workers, results, receivers, stop, console, watch)
         if receivers is not None:
             await _drain(options, receivers, console)
         client: dict[str, Any] = {
             "parent_s": time.process_time() - parent_cpu,
             "wall_s": time.monotonic() - parent_wall,
-            "machine": machine_cpu(machine_before, psutil.cpu_times()._asdict()),
+            "machine": machine_cpu(machine_before, read_cpu_times()),
+            "machine_by_second": watch.busy,
         }
         gateways = gateway_changes(gateways_before, await gateway_status(options))
     finally:
@@ -571,8 +573,10 @@ async def _follow(
     receivers: DeliveryReceivers | None,
     stop: Any,
     console: Console,
+    watch: MachineWatch,
 ) -> tuple[dict[int, dict[str, Any]], float | None]:
-    """Show progress until every sender is done; Ctrl-C stops the senders early.
+    """Show progress until every sender is done, and `watch` the machine meanwhile;
+    Ctrl-C stops the senders early.
 
     Returns the senders' results and, if the run was stopped, when (epoch seconds).
     """
@@ -609,6 +613,7 @@ async def _follow(
                 if current is not None:
                     current.uncancel()
                 continue
+            watch.sample(time.monotonic())
             while (message := _get(results, 0)) is not None:
                 kind, process, payload = message
                 if kind == "progress":

@@ -51,7 +51,8 @@ def build_report(
     run was stopped (Ctrl-C) this many seconds after the start; rates count to then.
     `client`: the parent process's CPU seconds (`parent_s`: receivers, progress) over
     `wall_s` seconds from the start to the end of the drain; the senders' CPU is in `sender`;
-    `machine`, when known, how busy the whole machine was meanwhile (see `machine_cpu`).
+    `machine`, when known, how busy the whole machine was meanwhile, and `machine_by_second`
+    in each second of the run (see itinerary.load.machine); the timeline shows the latter.
     """
     counts = sender.counts
     closed = bool(options.get("closed_loop"))
@@ -97,7 +98,7 @@ def build_report(
         "traffic": traffic,
         "delivery": _delivery(delivery, duplicates),
         "gateways": gateways,
-        "timeline": _timeline(schedule, sender, delivery, closed),
+        "timeline": _timeline(schedule, sender, delivery, closed, (client or {}).get("machine_by_second") or {}),
         "histograms_us": {
             "ingest": encode_histogram(sender.ingest),
             "service": encode_histogram(sender.service),
@@ -122,19 +123,6 @@ def _client_cpu(sender: SenderStats, client: dict[str, Any] | None, sent: int) -
     }
 
 
-def machine_cpu(before: dict[str, float], after: dict[str, float]) -> dict[str, float] | None:
-    """How busy all of the machine's CPUs were between two readings of their times
-    (`psutil.cpu_times()._asdict()`, seconds summed over CPUs since boot): `busy` is the
-    share not idle and not waiting for I/O, `steal` the share a hypervisor gave to other
-    guests. None when no time passed. Guest time is already inside user time on Linux."""
-    spent = {key: after[key] - before.get(key, 0.0) for key in after if key not in ("guest", "guest_nice")}
-    total = sum(spent.values())
-    if total <= 0:
-        return None
-    idle = spent.get("idle", 0.0) + spent.get("iowait", 0.0)
-    return {"busy": round(1 - idle / total, 4), "steal": round(spent.get("steal", 0.0) / total, 4)}
-
-
 def _delivery(delivery: DeliveryStats | None, duplicates: int) -> dict[str, Any]:
     if delivery is None:
         return {"measured": False}
@@ -156,7 +144,11 @@ def _delivery(delivery: DeliveryStats | None, duplicates: int) -> dict[str, Any]
 
 
 def _timeline(
-    schedule: Schedule, sender: SenderStats, delivery: DeliveryStats | None, closed: bool
+    schedule: Schedule,
+    sender: SenderStats,
+    delivery: DeliveryStats | None,
+    closed: bool,
+    machine_busy: dict[int, float],
 ) -> list[dict[str, Any]]:
     seconds = set(sender.timeline) | (set(delivery.timeline) if delivery is not None else set())
     seconds = {t for t in seconds if t >= 0}
@@ -178,6 +170,8 @@ def _timeline(
             if got is not None and got.latency.get_total_count():
                 lat = percentiles_ms(got.latency)
                 row.update(delivery_p50_ms=lat["p50"], delivery_p99_ms=lat["p99"])
+        if t in machine_busy:
+            row["machine_busy"] = machine_busy[t]
         rows.append(row)
     return rows
 
@@ -418,6 +412,14 @@ def write_chart(report: dict[str, Any], path: str | Path) -> Path:
         points = [(r["t"], r[key]) for r in rows if key in r]
         if points:
             latency.plot(*zip(*points, strict=True), label=label, color=color, linestyle=style)
+    busy = [(r["t"], r["machine_busy"] * 100) for r in rows if "machine_busy" in r]
+    if busy:
+        # Beside the latency it explains: a second spent at 100 % is a second of waiting for a core.
+        machine = latency.twinx()
+        machine.plot(*zip(*busy, strict=True), label="machine busy %", color="tab:grey", alpha=0.5, linewidth=1)
+        machine.set_ylim(0, 105)
+        machine.set_ylabel("machine busy, %")
+        machine.legend(loc="upper right", fontsize="small")
     latency.set_yscale("log")
     latency.set_ylabel("ingest latency, ms")
     latency.set_title("ingest latency by scheduled second (from scheduled send time)", loc="left", fontsize="small")

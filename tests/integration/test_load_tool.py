@@ -188,3 +188,6 @@ async def test_the_whole_tool_with_two_processes_and_end_to_end_latency(
     # The whole machine was measured too; it was at least as busy as this client alone kept it.
     machine = report["machine_cpu"]
     assert cpu["share_of_machine"] * 0.9 <= machine["busy"] <= 1 and 0 <= machine["steal"] <= 1
+    # ... and second by second: a 2-s run has at least its first whole second measured.
+    by_second = {row["t"]: row["machine_busy"] for row in report["timeline"] if "machine_busy" in row}
+    assert 0 in by_second and all(0 <= busy <= 1 for busy in by_second.values()), by_second

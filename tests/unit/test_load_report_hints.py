@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from itinerary.load.report import hints, machine_cpu
+from itinerary.load.machine import MachineWatch, machine_cpu
+from itinerary.load.report import hints
 
 
 def report(share: float | None) -> dict[str, Any]:
@@ -62,3 +63,21 @@ def test_a_hypervisor_taking_time_is_named() -> None:
 def test_a_machine_with_room_or_unmeasured_says_nothing() -> None:
     assert hints({**report(0.05), "machine_cpu": {"busy": 0.6, "steal": 0.01}}) == []
     assert hints({**report(0.05), "machine_cpu": None}) == []
+
+
+def test_the_watch_gives_each_whole_second_of_the_run_its_own_busy_share() -> None:
+    # A fake machine of one CPU: each reading is the times so far; busy 0.25 in second 0, 0.75 in 1.
+    readings = iter(
+        [
+            {"user": 0.0, "idle": 0.0},  # half a second before the start
+            {"user": 0.0, "idle": 0.0},  # at 0.05 s: second 0 begins
+            {"user": 0.25, "idle": 0.75},  # at 1.02 s: second 0 ends
+            {"user": 1.0, "idle": 1.0},  # at 2.01 s: second 1 ends
+            {"user": 1.0, "idle": 4.0},  # at 5.0 s: 3 s later, no whole second of its own
+        ]
+    )
+    watch = MachineWatch(start=100.0, read=lambda: next(readings))
+    watch.sample(99.5)  # before the start: read, but its window is not the run's
+    for now in (100.05, 100.5, 100.9, 101.02, 101.5, 102.01, 105.0):
+        watch.sample(now)
+    assert watch.busy == {0: 0.25, 1: 0.75}
