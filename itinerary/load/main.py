@@ -464,7 +464,8 @@ async def _run_load(options: LoadOptions, console: Console) -> dict[str, Any]:
             f"sending to {', '.join(options.urls)}: {mode} for {schedule.duration:g} s, "
             f"batch {options.batch}, {options.connections} connections x {options.processes} process(es)"
         )
-        watch = MachineWatch(time.monotonic() + START_DELAY)
+        # Seconds of the run count from the senders' common start (start_epoch), as the timeline's do.
+        watch = MachineWatch(time.monotonic() + (start_epoch - time.time()))
         finished, stopped_at = await _follow(options, schedule, workers, results, receivers, stop, console, watch)
         if receivers is not None:
             await _drain(options, receivers, console)
