@@ -29,7 +29,8 @@ from itinerary.actors.tuning import collect_periodically, tune_gc
 from itinerary.auth import Access, ApiKeys
 from itinerary.catalog import Catalog
 from itinerary.config.app import AppConfig
-from itinerary.engine.ingest import BodyError, parse_body, validate_events
+from itinerary.engine.ingest import BodyError
+from itinerary.engine.reader import EventReader
 from itinerary.engine.routing import RoutingTable, profile_key
 from itinerary.router import EventRouter
 
@@ -68,6 +69,7 @@ class Ingress:
         self.catalog = Catalog.build(app)
         self.table = RoutingTable(app.runtime.partitions, app.runtime.shards)
         self.router = EventRouter(self.catalog, self.table, max_record_bytes=self.settings.max_event_bytes)
+        self.reader = EventReader(self.catalog, self.settings, self.namespace_codes)
         if peers is None:
             from itinerary.actors.peers import RayPeers
 
@@ -149,6 +151,7 @@ class Ingress:
             **self.counts,
             "batches": sum(b.batches_sent for b in self.batchers),
             "batch_failures": sum(b.failures for b in self.batchers),
+            "fast_path_bodies": self.reader.fast_bodies,
             "stalls": self._stalls.summary(),
         }
 
@@ -191,16 +194,9 @@ class Ingress:
             return refused, 0, 0
         now = self.clock()
         try:
-            items = parse_body(body, request.content_type, max_events=s.max_events_per_request)
+            valid, rejected = self.reader.read(body, request.content_type, now)
         except BodyError as exc:
             return _json_error(exc.status, exc.reason), 0, 0
-        valid, rejected = validate_events(
-            items,
-            max_identities=s.max_identities,
-            now=now,
-            max_future_skew=s.max_future_skew.total_seconds(),
-            namespace_codes=self.namespace_codes,
-        )
         per_shard, unrouted = self.router.route(valid, now)
         if unrouted:
             rejected = sorted(rejected + unrouted, key=lambda r: r["index"])

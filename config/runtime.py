@@ -37,6 +37,11 @@ class IngressSettings(Frozen):
         ge=timedelta(0),
         description="how far ahead of the ingress clock an event's timestamp may be (the past is open)",
     )
+    fast_json: bool = Field(
+        True,
+        description="decode JSON bodies whose every event is valid with the compiled decoder, reading only the "
+        "fields the shards keep; other bodies take the general path, which answers with a reason per event",
+    )
     batch_max_events: int = Field(1000, ge=1)
     batch_max_delay: timedelta = Field(
         timedelta(milliseconds=2),

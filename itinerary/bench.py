@@ -51,7 +51,7 @@ def ceiling(app: AppConfig, bodies: list[bytes]) -> dict[str, Any]:
     from itinerary.actors.peers import LocalPeers
     from itinerary.actors.profile_shard import ProfileShard
     from itinerary.catalog import Catalog
-    from itinerary.engine.ingest import parse_body, validate_events
+    from itinerary.engine.reader import EventReader
     from itinerary.engine.routing import RoutingTable
     from itinerary.router import EventRouter, pack_batch
     from itinerary.store.memory import MemoryShardStore
@@ -61,23 +61,18 @@ def ceiling(app: AppConfig, bodies: list[bytes]) -> dict[str, Any]:
         ProfileShard(i, app, peers=peers, start_timers=False, store=MemoryShardStore())
         for i in range(app.runtime.shards)
     ]
+    catalog = Catalog.build(app)
     router = EventRouter(
-        Catalog.build(app),
+        catalog,
         RoutingTable(app.runtime.partitions, app.runtime.shards),
         max_record_bytes=app.runtime.ingress.max_event_bytes,
     )
-    limits = app.runtime.ingress
+    reader = EventReader(catalog, app.runtime.ingress, app.runtime.identity.namespace_codes)
     events = 0
     started = time.perf_counter()
     for body in bodies:
         now = time.time()
-        items = parse_body(body, "application/json", max_events=limits.max_events_per_request)
-        valid, _ = validate_events(
-            items,
-            max_identities=limits.max_identities,
-            now=now,
-            namespace_codes=app.runtime.identity.namespace_codes,
-        )
+        valid, _ = reader.read(body, "application/json", now)
         per_shard, _ = router.route(valid, now)
         for index, records in per_shard.items():
             # the records cross a process boundary in the pipeline: join them as the batcher does

@@ -37,6 +37,7 @@ __all__ = [
     "CoreEvent",
     "ValidEvent",
     "exception_reason",
+    "is_json",
     "parse_body",
     "pick_identity",
     "validate_events",
@@ -125,9 +126,9 @@ def parse_body(body: bytes, content_type: str, *, max_events: int) -> list[Any]:
     Raises BodyError: 400 not valid JSON/msgpack or not an object/array, 413 over
     `max_events`, 415 another content type. An empty array is fine (no items).
     """
-    media = (content_type or "").split(";", 1)[0].strip().lower()
+    media = _media(content_type)
     items: list[Any]
-    if media in JSON_TYPES or media.endswith("+json"):
+    if _is_json_media(media):
         items = _JsonItems(_top_level(_parse_json(body, ""), "JSON"))
     elif media in MSGPACK_TYPES:
         try:
@@ -149,6 +150,19 @@ def parse_body(body: bytes, content_type: str, *, max_events: int) -> list[Any]:
     if len(items) > max_events:
         raise BodyError(413, _too_many(len(items), max_events))
     return items
+
+
+def is_json(content_type: str) -> bool:
+    """True for the content types parse_body reads as one JSON document (not NDJSON)."""
+    return _is_json_media(_media(content_type))
+
+
+def _media(content_type: str) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _is_json_media(media: str) -> bool:
+    return media in JSON_TYPES or media.endswith("+json")
 
 
 def _parse_json(data: bytes, where: str) -> Any:

@@ -23,9 +23,12 @@ def test_stage_benchmark_times_every_stage_of_every_event(tmp_path: Path) -> Non
         text=True,
     )
     result = json.loads(out.read_text())["result"]
-    stages = ("parse", "validate", "route", "join", "log", "apply", "release")
+    stages = ("read", "route", "join", "log", "apply", "release")
     assert tuple(result["us_per_event"]) == stages
     assert all(result["us_per_event"][stage] > 0 for stage in stages), result["us_per_event"]
+    # The demo's traffic is read by the fast path; the general path is measured beside it.
+    assert result["fast_path_bodies"] == [result["bodies_per_round"]] * 2 == [6, 6]
+    assert all(result["general_path_us_per_event"][stage] > 0 for stage in ("parse", "validate"))
     # Both rounds' events were all accepted, and all applied: the second round's are new
     # events (new ids) for the same customers, not duplicates the shard skips.
     assert result["accepted"] == [3000, 3000] and result["applied"] == [3000, 3000]
@@ -40,3 +43,4 @@ def test_stage_benchmark_times_every_stage_of_every_event(tmp_path: Path) -> Non
     assert [row.split(" | ")[0][2:] for row in rows] == [*stages, "**total**"]
     assert "| log | shard |" in section[4 + stages.index("log")]
     assert "20 µs of CPU per event" in section[-1]
+    assert any("took the fast path (`FastJsonDecoder`) for 100% of the bodies" in line for line in section)
