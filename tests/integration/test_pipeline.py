@@ -169,6 +169,23 @@ def test_each_bad_event_gets_a_reason_and_the_good_ones_are_accepted(system: dic
     assert code == 400 and body["accepted"] == 0
 
 
+def fast_path_bodies(system: dict[str, Any]) -> int:
+    code, status, _ = http("GET", f"{system['url']}/v1/status")
+    assert code == 200
+    return sum(ingress["fast_path_bodies"] for ingress in status["ingresses"])
+
+
+def test_valid_json_takes_the_fast_path_and_a_bad_event_the_general_one(system: dict[str, Any]) -> None:
+    before = fast_path_bodies(system)
+    code, body = post_events(system["url"], [ev("page-view", f"f{i}@example.com") for i in range(3)])
+    assert code == 202 and body == {"accepted": 3, "rejected": []}
+    assert fast_path_bodies(system) == before + 1
+    code, body = post_events(system["url"], [ev("page-view", "g@example.com"), dict(ev("page-view", "h"), _id="")])
+    assert code == 202 and body["accepted"] == 1
+    assert body["rejected"] == [{"index": 1, "reason": "_id: must be a non-empty string"}]
+    assert fast_path_bodies(system) == before + 1
+
+
 def test_msgpack_batches_are_accepted(system: dict[str, Any]) -> None:
     events = [ev("page-view", f"m{i}@example.com") for i in range(10)]
     code, body, _ = http("POST", f"{system['url']}/v1/events", msgpack.packb(events), "application/msgpack")

@@ -24,10 +24,10 @@ from itinerary.bench import make_bodies
 from itinerary.catalog import Catalog
 from itinerary.config.loader import load_config
 from itinerary.config.runtime import IngressSettings
-from itinerary.engine.fastjson import FastJsonDecoder, identities_or_none
+from itinerary.engine.fastjson import FastJsonDecoder, identities_or_none, nested_deeper_than
 from itinerary.engine.ingest import BodyError, parse_body, validate_events
 from itinerary.engine.routing import RoutingTable
-from itinerary.engine.xdm import DEFAULT_NAMESPACE_CODES, is_jsonld, normalise
+from itinerary.engine.xdm import DEFAULT_NAMESPACE_CODES, MAX_DEPTH, is_jsonld, normalise
 from itinerary.router import EventRouter
 from tests.unit.journey_helpers import CART, EVENTS, WELCOME, catalog
 from tests.xdm_fixtures import event_files
@@ -106,7 +106,7 @@ def test_valid_events_of_every_definition_take_the_fast_path() -> None:
         valid(3, eventType="commerce.purchases", commerce={"order": {"purchaseID": "o-1"}}),
         valid(4, eventType="nothing.matches"),  # the router refuses it, the same way on both paths
         valid(5, identityMap={"Phone": [{"id": "123"}]}),  # no routing identity: refused by the router
-        valid(6, identityMap={"Email": [{"id": "x", "authenticatedState": "ambiguous", "extra": [1]}]}),
+        valid(6, identityMap={"Email": [{"id": "x", "authenticatedState": "ambiguous"}]}),
     ]
     assert compare(body(*events))
     fast = FastJsonDecoder.for_settings(CATALOG, CATALOG.config.runtime.ingress)
@@ -215,6 +215,21 @@ def test_nesting_deeper_than_the_general_parser_allows_in_an_unread_field_is_ski
     assert fast.decode(far_too_deep, NOW) is None  # bounded by Python's recursion limit
 
 
+@pytest.mark.parametrize("depth", [1, 2, 62, 63, 64, 65, 150, 300])
+def test_what_is_kept_nests_at_most_max_depth_levels(depth: int) -> None:
+    # A read field's value at `depth` levels: the event itself is one more (MAX_DEPTH 64).
+    nested = b"[" * depth + b"]" * depth
+    raw = body(valid(productListItems=[])).replace(b'"productListItems": []', b'"productListItems": ' + nested)
+    assert compare(raw) is (depth < MAX_DEPTH)
+    assert not compare(body(valid(identityMap={"Email": [{"id": "x", "extra": {"a": {"b": 1}}}]})))
+
+
+def test_nested_deeper_than_counts_levels() -> None:
+    assert not nested_deeper_than([{"a": [1, {"b": 2}]}], 3)
+    assert nested_deeper_than([{"a": [1, {"b": []}]}], 3)
+    assert not nested_deeper_than([[], {}], 1)
+
+
 def test_no_decoder_when_a_rule_or_a_journey_reads_whole_events() -> None:
     events = dict(EVENTS, cart_add={"rule": "event.eventType == 'x' and exists(event)"})
     assert FastJsonDecoder.for_settings(catalog(WELCOME, CART, events=events), IngressSettings()) is None
@@ -233,7 +248,8 @@ def test_a_system_event_id_is_read_when_a_definition_has_one() -> None:
 @pytest.mark.parametrize(
     ("identity_map", "count"),
     [
-        ({"Email": [{"id": "a"}, {"id": "b", "primary": False}], "ECID": [{"id": "1", "x": None}]}, 3),
+        ({"Email": [{"id": "a"}, {"id": "b", "primary": False}], "ECID": [{"id": "1", "authenticatedState": "x"}]}, 3),
+        ({"Email": [{"id": "a", "x": None}]}, None),  # kept by the general path, which is left to keep it
         ({"Email": [{"id": "a", "authenticatedState": 3}]}, None),
         ({"Email": []}, None),
         ({"Email": {"id": "a"}}, None),
