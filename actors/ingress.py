@@ -193,10 +193,13 @@ class Ingress:
             refused.force_close()
             return refused, 0, 0
         now = self.clock()
+        fast_before = self.reader.fast_bodies
         try:
             valid, rejected = self.reader.read(body, request.content_type, now)
         except BodyError as exc:
             return _json_error(exc.status, exc.reason), 0, 0
+        if self.reader.fast_bodies != fast_before:
+            self._metrics.fast_path()
         per_shard, unrouted = self.router.route(valid, now)
         if unrouted:
             rejected = sorted(rejected + unrouted, key=lambda r: r["index"])

@@ -150,6 +150,11 @@ class IngressMetrics:
         self._requests = m.Counter(
             "itinerary_ingress_requests_total", "HTTP requests by status", tag_keys=("ingress", "status")
         )
+        self._fast = m.Counter(
+            "itinerary_ingress_fast_path_requests_total",
+            "Requests whose JSON body the compiled fast path read (runtime.ingress.fast_json)",
+            tag_keys=("ingress",),
+        )
         self._latency = m.Histogram(
             "itinerary_ingest_latency_seconds",
             "POST /v1/events latency",
@@ -159,6 +164,11 @@ class IngressMetrics:
         self._queued = m.Gauge(
             "itinerary_ingress_queued_events", "Events waiting to reach shards", tag_keys=("ingress",)
         )
+
+    def fast_path(self) -> None:
+        """One request whose body the compiled fast path read."""
+        if self._on:
+            self._fast.inc(1, tags=self._tags)
 
     def request(self, status: int, accepted: int, rejected: int, seconds: float, queued: int) -> None:
         if not self._on:
