@@ -7,6 +7,7 @@ general path (parse_body, validate_events) for whatever it declines.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from itinerary.config.runtime import IngressSettings
 
 __all__ = ["EventReader"]
+
+log = logging.getLogger(__name__)
 
 
 class EventReader:
@@ -34,7 +37,11 @@ class EventReader:
         """Accepted `(index, event)` and `{"index", "reason"}` rejections, as validate_events
         gives them. Raises BodyError for a body refused as a whole (see parse_body)."""
         if self.fast is not None and is_json(content_type):
-            accepted = self.fast.decode(body, now)
+            try:
+                accepted = self.fast.decode(body, now)
+            except Exception:  # a bug here must not cost the request: the general path answers it
+                log.exception("the JSON fast path failed on a body; the general path reads it")
+                accepted = None
             if accepted is not None:
                 self.fast_bodies += 1
                 return accepted, []

@@ -26,6 +26,7 @@ from itinerary.config.loader import load_config
 from itinerary.config.runtime import IngressSettings
 from itinerary.engine.fastjson import FastJsonDecoder, identities_or_none, nested_deeper_than
 from itinerary.engine.ingest import BodyError, parse_body, validate_events
+from itinerary.engine.reader import EventReader
 from itinerary.engine.routing import RoutingTable
 from itinerary.engine.xdm import DEFAULT_NAMESPACE_CODES, MAX_DEPTH, is_jsonld, normalise
 from itinerary.router import EventRouter
@@ -345,3 +346,17 @@ def test_every_strict_timestamp_is_taken_with_the_general_paths_time(moment: Any
     if moment.year < 2:  # year 1 minus an offset leaves the calendar: both refuse or decline
         return
     assert compare(body(valid(timestamp=stamp)), max_future_skew=timedelta(days=3_000_000))
+
+
+def test_a_failure_inside_the_fast_path_leaves_the_body_to_the_general_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    reader = EventReader(CATALOG, CATALOG.config.runtime.ingress, DEFAULT_NAMESPACE_CODES)
+    assert reader.fast is not None
+
+    def broken(body: bytes, now: float) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(reader.fast, "decode", broken)
+    accepted, rejected = reader.read(body(valid(1), valid(2, _id="")), "application/json", NOW)
+    assert [index for index, _ in accepted] == [0]
+    assert rejected == [{"index": 1, "reason": "_id: must be a non-empty string"}]
+    assert reader.fast_bodies == 0
