@@ -87,7 +87,10 @@ def nested_deeper_than(values: list[Any], levels: int) -> bool:
 
     What the fast path keeps goes on to the shard, so it is held to the bound of what any
     event may nest (MAX_DEPTH, with the event itself the first level); msgspec would
-    decode far deeper. Level by level, like the general path's check of msgpack events."""
+    decode far deeper. Level by level, like the general path's check of msgpack events
+    (`ingest._not_json`), without its key and value type checks: every value here came from
+    the JSON decoder, and calling that check instead cost ~0.8 µs per event (the fast
+    path's read went from 0.73-0.79 to 0.84 of the general path's, interleaved)."""
     depth = 1
     level = values
     while level:
