@@ -1,76 +1,16 @@
 """Metrics exported through `ray.util.metrics`, so the Ray dashboard and Prometheus see them.
 
-Counters are incremented per batch with the batch's totals, never per event. And no call
-reaches Ray on an actor's event loop: the metrics made here record into a process-wide
-`MetricBuffer`, and a `MetricsExporter` thread hands the totals to Ray once a second (see
-actors/deferred_metrics.py for why: each Ray call can hold the loop for milliseconds).
+Counters are incremented per batch with the batch's totals, never per event: a metric
+call costs microseconds and the hot path handles tens of thousands of events a second.
 Outside Ray (unit tests, the single-process benchmark) the same calls do nothing.
 """
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
-from itinerary.actors.deferred_metrics import MetricBuffer, MetricsExporter
-
 LATENCY_BOUNDARIES = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
-EXPORT_PERIOD = 1.0  # seconds between hand-overs to Ray (Ray itself reports every few seconds)
-
-_exporter: MetricsExporter | None = None
-_exporter_lock = threading.Lock()
-
-
-def _buffer() -> MetricBuffer:
-    """The process's buffer, with its exporter thread started on first use."""
-    global _exporter
-    with _exporter_lock:
-        if _exporter is None:
-            _exporter = MetricsExporter(MetricBuffer(), EXPORT_PERIOD).start()
-        return _exporter.buffer
-
-
-def exporter() -> MetricsExporter | None:
-    """The process's exporter, if any metric was made (for status and tests)."""
-    return _exporter
-
-
-class _Deferred:
-    """A Ray metric whose updates go through the process's `MetricBuffer`."""
-
-    __slots__ = ("_boundaries", "_buffer", "_metric")
-
-    def __init__(self, metric: Any, boundaries: Sequence[float] = ()) -> None:
-        self._metric = metric
-        self._boundaries = sorted(boundaries)
-        self._buffer = _buffer()
-
-    def inc(self, value: float = 1.0, tags: dict[str, str] | None = None) -> None:
-        self._buffer.inc(self._metric, value, tags)
-
-    def set(self, value: float, tags: dict[str, str] | None = None) -> None:
-        self._buffer.set(self._metric, value, tags)
-
-    def observe(self, value: float, tags: dict[str, str] | None = None) -> None:
-        self._buffer.observe(self._metric, self._boundaries, value, tags)
-
-
-class _DeferredMetrics:
-    """`ray.util.metrics`' constructors, returning deferred metrics."""
-
-    def __init__(self, metrics: Any) -> None:
-        self._metrics = metrics
-
-    def Counter(self, *args: Any, **kwargs: Any) -> _Deferred:  # named as in ray.util.metrics
-        return _Deferred(self._metrics.Counter(*args, **kwargs))
-
-    def Gauge(self, *args: Any, **kwargs: Any) -> _Deferred:
-        return _Deferred(self._metrics.Gauge(*args, **kwargs))
-
-    def Histogram(self, *args: Any, **kwargs: Any) -> _Deferred:
-        return _Deferred(self._metrics.Histogram(*args, **kwargs), kwargs.get("boundaries") or ())
 
 
 def _ray_metrics() -> Any | None:
@@ -79,7 +19,7 @@ def _ray_metrics() -> Any | None:
         from ray.util import metrics
     except ImportError:  # pragma: no cover - ray is a dependency
         return None
-    return _DeferredMetrics(metrics) if ray.is_initialized() else None
+    return metrics if ray.is_initialized() else None
 
 
 class ShardMetrics:
@@ -246,14 +186,26 @@ class GatewayMetrics:
     """Messages per channel and outcome, queue depth, limiter delay, event-to-delivery latency,
     and the circuit breaker: whether it holds calls back, how often it opened, calls it held.
 
-    Implements the gateway's observer protocol (with `on_circuit`). Every update is a
-    dict update in the process's metric buffer (see the module's docstring), so a channel
-    delivering thousands of messages a second observes each one's latency.
+    Implements the gateway's observer protocol (with `on_circuit`). Outcomes and held calls
+    are counted locally and exported at most once a second; histogram samples are capped
+    per export so that a channel delivering thousands of messages a second pays a bounded
+    cost for its metrics. Breaker state changes are rare and set the gauge at once.
     """
 
-    def __init__(self) -> None:
+    EXPORT_PERIOD = 1.0
+    MAX_SAMPLES = 256  # per histogram and export
+
+    def __init__(self, clock: Any = None) -> None:
+        import time
+
         m = _ray_metrics()
         self._on = m is not None
+        self._clock = clock or time.monotonic
+        self._last_export = self._clock()
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._delays: dict[str, list[float]] = {}
+        self._latencies: dict[str, list[float]] = {}
+        self._short_circuited: Counter[str] = Counter()
         if m is None:
             return
         self._messages = m.Counter(
@@ -291,13 +243,34 @@ class GatewayMetrics:
     ) -> None:
         if not self._on:
             return
-        tags = {"channel": channel}
-        name = str(outcome.get("outcome"))
-        self._messages.inc(1, tags={"channel": channel, "outcome": name})
+        self._counts[(channel, str(outcome.get("outcome")))] += 1
         if limiter_delay > 0:
-            self._delay.observe(limiter_delay, tags=tags)
-        if delivery_latency is not None and name == "sent":
-            self._latency.observe(max(0.0, delivery_latency), tags=tags)
+            samples = self._delays.setdefault(channel, [])
+            if len(samples) < self.MAX_SAMPLES:
+                samples.append(limiter_delay)
+        if delivery_latency is not None and outcome.get("outcome") == "sent":
+            samples = self._latencies.setdefault(channel, [])
+            if len(samples) < self.MAX_SAMPLES:
+                samples.append(max(0.0, delivery_latency))
+        if self._clock() - self._last_export >= self.EXPORT_PERIOD:
+            self.export()
+
+    def export(self) -> None:
+        self._last_export = self._clock()
+        counts, self._counts = self._counts, Counter()
+        delays, self._delays = self._delays, {}
+        latencies, self._latencies = self._latencies, {}
+        short, self._short_circuited = self._short_circuited, Counter()
+        for channel, n in short.items():
+            self._circuit_short.inc(n, tags={"channel": channel})
+        for (channel, outcome), n in counts.items():
+            self._messages.inc(n, tags={"channel": channel, "outcome": outcome})
+        for channel, values in delays.items():
+            for value in values:
+                self._delay.observe(value, tags={"channel": channel})
+        for channel, values in latencies.items():
+            for value in values:
+                self._latency.observe(value, tags={"channel": channel})
 
     def on_queue_depth(self, channel: str, depth: int) -> None:
         if self._on:
@@ -306,10 +279,12 @@ class GatewayMetrics:
     def on_circuit(self, channel: str, state: str, short_circuited: int) -> None:
         if not self._on:
             return
-        tags = {"channel": channel}
         if short_circuited:
-            self._circuit_short.inc(short_circuited, tags=tags)
+            self._short_circuited[channel] += short_circuited
         else:  # a change of state (or the initial report at start)
+            tags = {"channel": channel}
             self._circuit_open.set(0.0 if state == "closed" else 1.0, tags=tags)
             if state == "open":
                 self._circuit_opened.inc(1, tags=tags)
+        if self._clock() - self._last_export >= self.EXPORT_PERIOD:
+            self.export()

@@ -318,6 +318,7 @@ async def test_breaker_stops_calling_a_hanging_endpoint_then_probes_and_delivers
     assert observer.states[:4] == [CLOSED, OPEN, HALF_OPEN, CLOSED]
 
     # The same numbers reach the metrics.
+    observer.export()
     shorted = fake.get("itinerary_gateway_short_circuited_total", channel="hook")
     assert shorted == gw.stats()["circuit"]["short_circuited"]
     assert fake.get("itinerary_gateway_circuit_opened_total", channel="hook") == 1
