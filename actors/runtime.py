@@ -1,7 +1,10 @@
 """The one module that binds actor classes to Ray, with their names and options.
 
 Shards and gateways restart automatically when their process dies (`max_restarts=-1`);
-the supervisor re-creates any actor that Ray no longer restarts. Actors reserve no CPU
+the supervisor re-creates any actor that Ray no longer restarts. The data plane's actors
+are detached: Ray kills the actors a process owns when that process dies, and the data
+plane must outlive its supervisor (a supervisor on a lost node comes back elsewhere and
+takes the running actors over; see `Supervisor.recover`). Actors reserve no CPU
 by default (`runtime.actor_num_cpus`) so that a 2-core machine can host them all, and
 are spread over the nodes of a cluster.
 """
@@ -28,6 +31,7 @@ def _options(app: AppConfig, name: str) -> dict[str, Any]:
         "name": name,
         "namespace": app.runtime.ray_namespace,
         "max_restarts": -1,
+        "lifetime": "detached",  # not owned by the supervisor's process: see the module's docstring
         "max_task_retries": 0,  # a retried batch could be applied out of order
         "num_cpus": app.runtime.actor_num_cpus,
         "scheduling_strategy": "SPREAD",

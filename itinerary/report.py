@@ -91,6 +91,18 @@ def render_status(status: dict[str, Any], console: Console | None = None) -> Non
     render_gateways(status.get("gateways", []), console)
     console.print(_records_table("Ingress", "ingress", INGRESS_COLUMNS, status.get("ingresses", [])))
     render_stalls(status, console)
+    console.print(control_plane_line(status))
+
+
+def control_plane_line(status: dict[str, Any]) -> str:
+    """The supervisor's own state in a line: how long it has run, whether Ray restarted it,
+    and which actors it had to re-create."""
+    line = f"supervisor: up {status.get('uptime', 0):.0f} s"
+    if status.get("supervisor_restarted"):
+        line += ", restarted by Ray and took the running deployment over"
+    restarts = status.get("restarts") or {}
+    recreated = ", ".join(f"{name} x{count}" for name, count in sorted(restarts.items()))
+    return f"{line}; actors re-created: {recreated or 'none'}"
 
 
 def render_stalls(status: dict[str, Any], console: Console) -> None:

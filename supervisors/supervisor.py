@@ -3,6 +3,10 @@
 No event ever waits on the supervisor: it starts gateways, shards and ingresses with clear
 names, holds the routing table and journey versions, checks every actor's health on a
 period, re-creates an actor that Ray will not restart, and aggregates `status`.
+
+The data plane does not share the supervisor's fate (its actors are detached): when the
+supervisor's process or node is lost, events keep flowing, Ray restarts the supervisor,
+and the new one takes the running actors over by name (`recover`).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -29,6 +33,14 @@ HEALTH_PERIOD = 2.0
 RELAUNCH_ATTEMPTS = 40
 RELAUNCH_PAUSE = 0.25  # seconds between launches refused because the name is still taken
 CALL_TIMEOUT = 10.0
+
+
+def _restarted_by_ray() -> bool:
+    """Whether this process is a Ray actor that Ray has restarted (False outside Ray)."""
+    if not ray.is_initialized():
+        return False
+    context = ray.get_runtime_context()
+    return context.get_actor_id() is not None and bool(context.was_current_actor_reconstructed)
 
 
 def free_port(host: str) -> int:
@@ -52,22 +64,83 @@ class Supervisor:
         self.started_at = time.time()
         self._watch_task: asyncio.Task[None] | None = None
         self._health_lock = asyncio.Lock()
+        self._recovery: Any = None
+        self.restarted = _restarted_by_ray()
+        if self.restarted:
+            # Ray re-ran __init__ with the first arguments, and nobody calls start() again:
+            # the supervisor asks itself to take the running actors over.
+            self._recovery = ray.get_runtime_context().current_actor.recover.remote()
 
     def __repr__(self) -> str:
         return f"Supervisor(shards={len(self.shards)}, gateways={len(self.gateways)})"
 
     async def start(self) -> dict[str, Any]:
-        """Start every actor and wait until each answers; returns the ingress URLs."""
+        """Start every actor and wait until each answers; returns the ingress URLs.
+
+        Actors left running under these names by an earlier supervisor that was stopped
+        without `shutdown` (its driver killed) are replaced: they run that deployment's
+        config, and `start` runs this one's."""
         self.app = self._with_stored_journeys(self.app)
         app = self.app
+        await self._place_shards_and_gateways(self._replace)
+        for index in range(app.runtime.ingress.instances):
+            launch = partial(runtime.launch_ingress, app, index, self.port)
+            self.ingresses[index] = await self._replace(ingress_name(index), launch)
+        addresses = await asyncio.gather(*(i.start.remote() for i in self.ingresses.values()))
+        self.urls = sorted({a["url"] for a in addresses})
+        self._watch()
+        return {"urls": self.urls, "shards": len(self.shards), "gateways": sorted(self.gateways)}
+
+    async def recover(self) -> dict[str, Any]:
+        """Take over a running deployment after Ray restarted this supervisor.
+
+        Each actor still holding its name is kept as it is (it may be mid-restart on another
+        node: Ray is on it); an actor that is gone is launched. Ingresses keep the port
+        the live ones listen on, so the deployment's URL stays the same."""
+        try:
+            async with self._health_lock:
+                self.app = self._with_stored_journeys(self.app)
+                app = self.app
+                await self._place_shards_and_gateways(self._relaunch)
+                live = await self._adopt_ingresses()
+                if live:
+                    self.port = live[0]["port"]
+                for index in range(app.runtime.ingress.instances):
+                    if index not in self.ingresses:
+                        launch = partial(runtime.launch_ingress, app, index, self.port)
+                        self.ingresses[index] = await self._relaunch(ingress_name(index), launch)
+                starts = (asyncio.wait_for(i.start.remote(), CALL_TIMEOUT) for i in self.ingresses.values())
+                addresses = await asyncio.gather(*starts)
+                self.urls = sorted({a["url"] for a in addresses})
+        finally:
+            self._watch()  # whatever recovery did not finish, the health checks go on with
+        log.warning("took over the running deployment: %s", ", ".join(self.urls))
+        return {"urls": self.urls, "shards": len(self.shards), "gateways": sorted(self.gateways)}
+
+    async def _adopt_ingresses(self) -> list[dict[str, Any]]:
+        """The ingresses still running, kept in `self.ingresses`; returns their addresses."""
+        live: list[dict[str, Any]] = []
+        for index in range(self.app.runtime.ingress.instances):
+            try:
+                handle = ray.get_actor(ingress_name(index), namespace=self.app.runtime.ray_namespace)
+                address: dict[str, Any] = await asyncio.wait_for(handle.start.remote(), CALL_TIMEOUT)
+            except (ValueError, TimeoutError, ray.exceptions.RayError):
+                continue  # gone, or not answering: launched (or taken over) below
+            self.ingresses[index] = handle
+            live.append(address)
+        return live
+
+    async def _place_shards_and_gateways(self, place: Callable[[str, Callable[[], Any]], Awaitable[Any]]) -> None:
+        """Have `place` (replace or take over) put up every gateway and shard, wait until
+        each answers, then have each reach the others now rather than on the first events."""
+        app = self.app
         for name in app.gateway_hosts():
-            self.gateways[name] = runtime.launch_gateway(app, name)
+            self.gateways[name] = await place(name, partial(runtime.launch_gateway, app, name))
         for index in range(app.runtime.shards):
-            self.shards[index] = runtime.launch_shard(app, index)
+            self.shards[index] = await place(shard_name(index), partial(runtime.launch_shard, app, index))
         await asyncio.gather(
             *(g.ready.remote() for g in self.gateways.values()), *(s.ready.remote() for s in self.shards.values())
         )
-        # Each shard and gateway reaches the others now rather than on the first events.
         missed = await asyncio.gather(
             *(g.connect_peers.remote() for g in self.gateways.values()),
             *(s.connect_peers.remote() for s in self.shards.values()),
@@ -75,13 +148,10 @@ class Supervisor:
         not_reached = sorted({name for names in missed for name in names})
         if not_reached:
             log.warning("peers not reached at start (looked up on first use): %s", ", ".join(not_reached))
-        for index in range(app.runtime.ingress.instances):
-            self.ingresses[index] = runtime.launch_ingress(app, index, self.port)
-        addresses = await asyncio.gather(*(i.start.remote() for i in self.ingresses.values()))
-        self.urls = sorted({a["url"] for a in addresses})
+
+    def _watch(self) -> None:
         if self._watch_task is None:
-            self._watch_task = asyncio.get_running_loop().create_task(self._watch())
-        return {"urls": self.urls, "shards": len(self.shards), "gateways": sorted(self.gateways)}
+            self._watch_task = asyncio.get_running_loop().create_task(self._watch_health())
 
     def _with_stored_journeys(self, app: AppConfig) -> AppConfig:
         """The config's journeys plus the older versions this deployment ran before, which
@@ -117,7 +187,7 @@ class Supervisor:
 
     # -- health -----------------------------------------------------------------------
 
-    async def _watch(self) -> None:
+    async def _watch_health(self) -> None:
         while True:
             await asyncio.sleep(HEALTH_PERIOD)
             try:
@@ -158,7 +228,17 @@ class Supervisor:
             log.warning("re-created %s", name)
         return recreated
 
-    async def _relaunch(self, name: str, launch: Callable[[], Any]) -> Any:
+    async def _replace(self, name: str, launch: Callable[[], Any]) -> Any:
+        """Launch `name`, first stopping an actor of that name left from an earlier run."""
+        try:
+            leftover = ray.get_actor(name, namespace=self.app.runtime.ray_namespace)
+        except ValueError:
+            return launch()
+        log.warning("replacing %s, left running by an earlier supervisor", name)
+        ray.kill(leftover, no_restart=True)
+        return await self._relaunch(name, launch, adopt=False)
+
+    async def _relaunch(self, name: str, launch: Callable[[], Any], *, adopt: bool = True) -> Any:
         """Launch `name` again. Ray releases a dead actor's name a moment after its death, so
         a launch refused with "already taken" is retried; a live holder of the name is kept."""
         for _ in range(RELAUNCH_ATTEMPTS):
@@ -171,7 +251,7 @@ class Supervisor:
                 holder = ray.get_actor(name, namespace=self.app.runtime.ray_namespace)
             except ValueError:
                 holder = None  # released meanwhile: launch again
-            if holder is not None and await self._alive(holder.ready.remote()):
+            if adopt and holder is not None and await self._alive(holder.ready.remote()):
                 return holder
             await asyncio.sleep(RELAUNCH_PAUSE)
         raise RuntimeError(f"could not re-create {name}: its name stayed taken")
@@ -206,6 +286,8 @@ class Supervisor:
             "gateway_actors": [{k: v for k, v in g.items() if k != "channels"} for g in gateway_actors],
             "ingresses": ingresses,
             "restarts": self.restarts,
+            # True when Ray restarted the supervisor and it took the running actors over
+            "supervisor_restarted": self.restarted,
         }
 
     def _channel_stats(self, gateway_actors: list[dict[str, Any]]) -> list[dict[str, Any]]:

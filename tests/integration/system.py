@@ -250,6 +250,8 @@ def deployment_variant(
     app = AppConfig.model_validate({**data, "channels": base.channels})
     supervisor = launch_supervisor(app, name)
     info = ray_session.get(supervisor.start.remote(), timeout=120)
-    yield {"url": info["urls"][0], "supervisor": supervisor, "app": app, **receivers}
+    deployed = {"url": info["urls"][0], "supervisor": supervisor, "app": app, **receivers}
+    yield deployed
+    supervisor = deployed["supervisor"]  # a test may have started a successor
     ray_session.get(supervisor.shutdown.remote(), timeout=60)
     ray_session.kill(supervisor, no_restart=True)

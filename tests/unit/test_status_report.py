@@ -67,3 +67,14 @@ def test_a_channel_served_by_a_group_actor_names_it() -> None:
     rows = {line.split("│")[1].strip(): line for line in console.export_text().splitlines() if line.count("│") > 3}
     assert "email (in gateway-messages)" in rows
     assert "sms" in rows  # an actor of its own: the channel's name alone
+
+
+def test_the_control_plane_line_says_whether_the_supervisor_was_restarted_and_what_was_recreated() -> None:
+    from itinerary.report import control_plane_line
+
+    assert control_plane_line({"uptime": 12.4, "restarts": {}}) == "supervisor: up 12 s; actors re-created: none"
+    restarted = {"uptime": 3, "supervisor_restarted": True, "restarts": {"profile-shard-01": 2, "ingress-0": 1}}
+    assert control_plane_line(restarted) == (
+        "supervisor: up 3 s, restarted by Ray and took the running deployment over; "
+        "actors re-created: ingress-0 x1, profile-shard-01 x2"
+    )
