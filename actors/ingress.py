@@ -42,6 +42,16 @@ def _json_error(status: int, reason: str, headers: dict[str, str] | None = None)
     return web.json_response({"error": reason}, status=status, headers=headers)
 
 
+def _node_address() -> str:
+    """This Ray node's IP address; the loopback outside Ray (tests with local peers)."""
+    import ray
+
+    if not ray.is_initialized():
+        return "127.0.0.1"
+    address: str = ray.util.get_node_ip_address()
+    return f"[{address}]" if ":" in address else address
+
+
 def _payload_reason(exc: BaseException) -> str:
     """What went wrong reading the body: the innermost error of the chain aiohttp raises
     (e.g. zlib's `incorrect header check` under its ContentEncodingError)."""
@@ -131,7 +141,11 @@ class Ingress:
         return self._address()
 
     def _address(self) -> dict[str, Any]:
-        host = self.settings.host if self.settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        host = self.settings.host
+        if host in ("0.0.0.0", "::"):
+            # Listening on every interface: name this node's address, which on a cluster is
+            # what a load balancer (or `itinerary load --url`) needs, not a loopback.
+            host = _node_address()
         return {"name": self.name, "url": f"http://{host}:{self.port}", "port": self.port}
 
     async def stop(self) -> None:
