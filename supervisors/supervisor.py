@@ -15,6 +15,7 @@ import asyncio
 import logging
 import socket
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -40,7 +41,16 @@ def _restarted_by_ray() -> bool:
     if not ray.is_initialized():
         return False
     context = ray.get_runtime_context()
-    return context.get_actor_id() is not None and bool(context.was_current_actor_reconstructed)
+    if context.get_actor_id() is None:
+        return False
+    with warnings.catch_warnings():
+        # Ray 2.60's own implementation of this public property reads a deprecated one.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return bool(context.was_current_actor_reconstructed)
+
+
+def _actor_id(handle: Any) -> str:
+    return str(handle._actor_id.hex())
 
 
 def free_port(host: str) -> int:
@@ -210,11 +220,13 @@ class Supervisor:
             if not await self._alive(handle.ready.remote()):
                 name = shard_name(index)
                 self.shards[index] = await self._relaunch(name, partial(runtime.launch_shard, app, index))
-                recreated.append(name)
+                if _actor_id(self.shards[index]) != _actor_id(handle):
+                    recreated.append(name)  # not when the name's holder was only restarting
         for name, handle in list(self.gateways.items()):
             if not await self._alive(handle.ready.remote()):
                 self.gateways[name] = await self._relaunch(name, partial(runtime.launch_gateway, app, name))
-                recreated.append(name)
+                if _actor_id(self.gateways[name]) != _actor_id(handle):
+                    recreated.append(name)
         for index, handle in list(self.ingresses.items()):
             # start() is idempotent; after Ray restarted the process it binds the port again
             if not await self._alive(handle.start.remote()):
@@ -222,7 +234,8 @@ class Supervisor:
                 launch = partial(runtime.launch_ingress, app, index, self.port)
                 self.ingresses[index] = await self._relaunch(name, launch)
                 await self._alive(self.ingresses[index].start.remote())
-                recreated.append(name)
+                if _actor_id(self.ingresses[index]) != _actor_id(handle):
+                    recreated.append(name)
         for name in recreated:
             self.restarts[name] = self.restarts.get(name, 0) + 1
             log.warning("re-created %s", name)
