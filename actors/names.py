@@ -15,3 +15,8 @@ def gateway_name(channel: str) -> str:
 
 def ingress_name(index: int) -> str:
     return f"ingress-{index}"
+
+
+def is_deployment_actor(name: str) -> bool:
+    """Whether `name` is one a deployment gives its actors (what `itinerary down` stops)."""
+    return name == SUPERVISOR or name.startswith(("profile-shard-", "gateway-", "ingress-"))

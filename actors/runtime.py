@@ -52,16 +52,21 @@ def launch_ingress(app: AppConfig, index: int, port: int) -> Any:
     return _INGRESS.options(**_options(app, ingress_name(index))).remote(index, app, port)
 
 
-def launch_supervisor(app: AppConfig, config_file: str) -> Any:
+def launch_supervisor(app: AppConfig, config_file: str, *, detached: bool = False) -> Any:
+    """The supervisor: owned by the calling process (it stops when that process does, and
+    the data plane runs on without it), or `detached` (`itinerary up --detach`: it runs on
+    until `itinerary down`)."""
     from itinerary.supervisors.supervisor import Supervisor
 
-    options = {
+    options: dict[str, Any] = {
         "name": SUPERVISOR,
         "namespace": app.runtime.ray_namespace,
         "max_restarts": -1,
         "num_cpus": 0,
         "max_concurrency": 100,
     }
+    if detached:
+        options["lifetime"] = "detached"
     return ray.remote(Supervisor).options(**options).remote(app, config_file)
 
 

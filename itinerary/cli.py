@@ -1,4 +1,4 @@
-"""The `itinerary` command: up, send, status, demo, bench, load."""
+"""The `itinerary` command: up, down, send, status, demo, bench, load."""
 
 from __future__ import annotations
 
@@ -35,6 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument(
         "--address", default=None, help="Ray cluster to join: 'auto' or 'ray://host:10001' (default: a new local Ray)"
     )
+    up.add_argument(
+        "--detach",
+        action="store_true",
+        help="on a cluster (--address): leave the deployment running after this command returns; "
+        "stop it with `itinerary down`",
+    )
+
+    down = sub.add_parser("down", help="stop a deployment left running on a cluster (`up --detach`, or a lost `up`)")
+    down.add_argument("--address", default="auto", help="Ray cluster: 'auto' or 'ray://host:10001' (default: auto)")
+    down.add_argument("--namespace", default="itinerary", help="the deployment's runtime.ray_namespace")
 
     send = sub.add_parser("send", help="POST events from a JSON file (one event or an array)")
     send.add_argument("file")
@@ -128,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP command
     try:
         if args.command == "up":
-            return cmd_up(args.config, args.address)
+            return cmd_up(args.config, args.address, detach=args.detach)
+        if args.command == "down":
+            return cmd_down(args.address, args.namespace)
         if args.command == "send":
             return cmd_send(args.file, args.url, args.token)
         if args.command == "status":
@@ -146,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def cmd_up(config_file: str, address: str | None) -> int:
+def cmd_up(config_file: str, address: str | None, *, detach: bool = False) -> int:
     import ray
 
     from itinerary.actors.runtime import launch_supervisor, start_local_ray
@@ -154,12 +166,16 @@ def cmd_up(config_file: str, address: str | None) -> int:
 
     app = load_config(config_file)
     address = address or app.runtime.ray_address
+    if detach and address is None:
+        # a Ray this command starts stops when it returns: nothing would be left running
+        print("--detach needs a running cluster: give --address (or runtime.ray_address)", file=sys.stderr)
+        return 2
     context = (
         start_local_ray(app, dashboard=True, quiet=False)
         if address is None
         else ray.init(address=address, namespace=app.runtime.ray_namespace)
     )
-    supervisor = launch_supervisor(app, config_file)
+    supervisor = launch_supervisor(app, config_file, detached=detach)
     info = ray.get(supervisor.start.remote())
     dashboard = getattr(context, "dashboard_url", None)
     for url in info["urls"]:
@@ -170,6 +186,11 @@ def cmd_up(config_file: str, address: str | None) -> int:
         print("API keys are on: send them with --token or $ITINERARY_TOKEN (status needs an admin key)")
     if dashboard:
         print(f"dashboard: http://{dashboard}")
+    if detach:
+        namespace = app.runtime.ray_namespace
+        print(f"shards: {info['shards']}  gateways: {', '.join(info['gateways'])}  (detached)")
+        print(f"stop it with: itinerary down --address {address} --namespace {namespace}", flush=True)
+        return 0
     print(f"shards: {info['shards']}  gateways: {', '.join(info['gateways'])}  (Ctrl-C to stop)", flush=True)
 
     stop = threading.Event()
@@ -183,6 +204,47 @@ def cmd_up(config_file: str, address: str | None) -> int:
         ray.kill(supervisor, no_restart=True)
         ray.shutdown()
     return 0
+
+
+def cmd_down(address: str, namespace: str) -> int:
+    """Stop the deployment in `namespace`: its supervisor shuts the data plane down; actors
+    left without a supervisor are stopped by name."""
+    import ray
+
+    from itinerary.actors.names import SUPERVISOR, is_deployment_actor
+
+    ray.init(address=address, namespace=namespace)
+    try:
+        names = sorted(
+            a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == namespace
+        )
+        ours = [name for name in names if is_deployment_actor(name)]
+        if not ours:
+            print(f"no deployment running in namespace {namespace!r}", file=sys.stderr)
+            return 1
+        supervisor = _named(SUPERVISOR, namespace)
+        if supervisor is not None:
+            try:
+                ray.get(supervisor.shutdown.remote(), timeout=60)
+            except ray.exceptions.RayError as exc:  # a dead or stuck supervisor: stop by name below
+                print(f"the supervisor did not shut down cleanly: {exc}", file=sys.stderr)
+        for name in ours:
+            handle = _named(name, namespace)
+            if handle is not None:
+                ray.kill(handle, no_restart=True)
+        print(f"stopped {len(ours)} actors in namespace {namespace!r}: {', '.join(ours)}")
+        return 0
+    finally:
+        ray.shutdown()
+
+
+def _named(name: str, namespace: str) -> Any:
+    import ray
+
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return None
 
 
 def _http(method: str, url: str, body: bytes | None = None, token: str | None = None) -> tuple[int, Any]:
