@@ -36,6 +36,7 @@ from itinerary.router import EventRouter
 
 log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 30.0
+SHARD_OPEN_TIMEOUT = 3.0  # seconds; a live shard offers its stream in milliseconds
 
 
 def _json_error(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -83,7 +84,9 @@ class Ingress:
         if peers is None:
             from itinerary.actors.peers import RayPeers
 
-            peers = RayPeers(app.runtime.ray_namespace, app.runtime.direct_streams)
+            # A shard that does not offer its stream in time (restarting, its node lost)
+            # gets the request a 503 to retry, not a hold of up to REQUEST_TIMEOUT.
+            peers = RayPeers(app.runtime.ray_namespace, app.runtime.direct_streams, open_timeout=SHARD_OPEN_TIMEOUT)
         self.peers = peers
         self.clock = clock or time.time
         s = self.settings

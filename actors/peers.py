@@ -10,6 +10,7 @@ Ray directly.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -43,6 +44,15 @@ class Peers(Protocol):
 CONNECT_TIMEOUT = 10.0
 
 
+# After a peer did not offer its stream within `open_timeout`, callers that bound it are
+# refused at once for this long instead of each waiting out the timeout in turn.
+UNREACHABLE_PAUSE = 1.0
+
+
+class PeerUnavailable(Exception):
+    """A peer did not answer in time (it is restarting, or its node was lost)."""
+
+
 # The calls that go on a direct stream when the callee offers one (its `wire_endpoint`).
 STREAMED_METHODS = frozenset({"apply_batch", "submit", "deliver_outcomes"})
 
@@ -54,15 +64,25 @@ class RayPeers:
     A data-plane call goes on the callee's direct stream (about a tenth of a Ray call's CPU,
     actors/wire.py) unless `direct_streams` is off or the callee offers none. A call whose
     stream or actor failed raises; the next call looks the peer up again, since the
-    supervisor or Ray may have re-created it under the same name with a new stream."""
+    supervisor or Ray may have re-created it under the same name with a new stream.
 
-    def __init__(self, namespace: str, direct_streams: bool = True) -> None:
+    A Ray call to a restarting actor waits until it is back, ~15 s after a node is lost.
+    With `open_timeout`, opening a stream waits that long at most; when it times out or
+    fails, it raises `PeerUnavailable`, as does every call in the next UNREACHABLE_PAUSE
+    (callers queued behind the first need not each wait out the same failure): the
+    ingress uses it to answer 503 at once rather than hold its clients' requests. Shards and gateways
+    leave it unset: their calls are retried by a Coalescer a bounded number of times, and
+    waiting for the peer spends none of those retries."""
+
+    def __init__(self, namespace: str, direct_streams: bool = True, *, open_timeout: float | None = None) -> None:
         self._namespace = namespace
         self._direct_streams = direct_streams
         self._handles: dict[str, Any] = {}
         self._streams: dict[str, WireClient] = {}
         self._streamless: set[str] = set()  # peers that offer no stream: Ray calls only
         self._opening: dict[str, asyncio.Lock] = {}
+        self._open_timeout = open_timeout
+        self._unreachable_until: dict[str, float] = {}  # loop time, per peer name
 
     def _handle(self, name: str) -> Any:
         handle = self._handles.get(name)
@@ -95,12 +115,30 @@ class RayPeers:
             stream = self._open_stream(name)
             if stream is not None or name in self._streamless:
                 return stream
-            endpoint = await self._ray_call(name, "wire_endpoint")
+            endpoint = await self._endpoint(name)
             if endpoint is None:
                 self._streamless.add(name)
                 return None
             stream = self._streams[name] = await WireClient.connect(name, endpoint, CONNECT_TIMEOUT)
             return stream
+
+    async def _endpoint(self, name: str) -> Any:
+        """`name`'s stream endpoint, waiting at most `open_timeout` when one is set."""
+        if self._open_timeout is None:
+            return await self._ray_call(name, "wire_endpoint")
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._unreachable_until.get(name, -math.inf):
+            raise PeerUnavailable(f"{name} did not answer a moment ago; asked again shortly")
+        try:
+            return await asyncio.wait_for(self._ray_call(name, "wire_endpoint"), self._open_timeout)
+        except TimeoutError:
+            self._unreachable_until[name] = loop.time() + UNREACHABLE_PAUSE
+            raise PeerUnavailable(f"{name} did not answer within {self._open_timeout:g} s") from None
+        except Exception as exc:
+            # Ray's "actor unavailable" (its node is gone, it is restarting) takes a second
+            # or two to come back: the callers queued behind this one need not each wait it out.
+            self._unreachable_until[name] = loop.time() + UNREACHABLE_PAUSE
+            raise PeerUnavailable(f"{name} is unavailable: {str(exc).splitlines()[0][:200]}") from exc
 
     async def _call(self, name: str, method: str, *args: Any) -> Any:
         """One awaited call; a peer that is gone is looked up again by name next time (the

@@ -3,7 +3,8 @@
 
 On this machine it starts a two-node Ray cluster (`ray.cluster_utils.Cluster`: a head and
 a worker node, each its own raylet), deploys the demo config on it (again, until the
-supervisor runs on the worker node), and drives steady load with `itinerary load`. After
+supervisor and a shard run on the worker node, the ingress on the head), and drives
+steady load with `itinerary load`. After
 `--kill-at` seconds it kills the worker node's processes (no graceful shutdown): the
 supervisor and whatever SPREAD put beside it (shards, a gateway, the ingress) go with it.
 Then it watches Ray restart those actors on the head node and the restarted supervisor
@@ -115,14 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     head = cluster.head_node.node_id  # type: ignore[attr-defined]
     ray.init(address=cluster.address, namespace=namespace, log_to_driver=False)
     try:
-        # Ray places the supervisor where it likes (a soft node affinity was not honoured
-        # reliably in Ray 2.60): deploy again until it runs on the node to be lost.
-        for _attempt in range(8):
+        # Ray places actors where it likes (a soft node affinity was not honoured reliably
+        # in Ray 2.60): deploy again until the supervisor and a shard run on the node to be
+        # lost and the ingress does not (the take-over, and the ingress answering for a
+        # lost shard); after a few tries any placement with the supervisor there will do.
+        for attempt in range(12):
             supervisor = launch_supervisor(app, str(DEMO_CONFIG))
             url = ray.get(supervisor.start.remote(), timeout=180)["urls"][0]
             before = placement(names, namespace)
-            if before["itinerary-supervisor"]["node"] == doomed.node_id:
+            there = {name for name, where in before.items() if where["node"] == doomed.node_id}
+            wanted = any(name.startswith("profile-shard-") for name in there) and "ingress-0" not in there
+            if "itinerary-supervisor" in there and (wanted or attempt >= 8):
                 break
+            console.print(f"placement {attempt + 1}: on the worker node {sorted(there) or 'nothing'}; deploying again")
             ray.get(supervisor.shutdown.remote(), timeout=60)
             ray.kill(supervisor, no_restart=True)
             wait_for_name_release(namespace)
