@@ -70,9 +70,10 @@ class RayPeers:
     With `open_timeout`, opening a stream waits that long at most; when it times out or
     fails, it raises `PeerUnavailable`, as does every call in the next UNREACHABLE_PAUSE
     (callers queued behind the first need not each wait out the same failure): the
-    ingress uses it to answer 503 at once rather than hold its clients' requests. Shards and gateways
-    leave it unset: their calls are retried by a Coalescer a bounded number of times, and
-    waiting for the peer spends none of those retries."""
+    ingress uses it to answer 503 at once rather than hold its clients' requests. Shards
+    and gateways leave it unset: their calls are retried by a Coalescer a bounded number
+    of times, and waiting for the peer spends none of those retries. (With direct streams
+    off, calls are Ray calls and wait as before.)"""
 
     def __init__(self, namespace: str, direct_streams: bool = True, *, open_timeout: float | None = None) -> None:
         self._namespace = namespace

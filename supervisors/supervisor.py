@@ -74,7 +74,7 @@ class Supervisor:
         self.started_at = time.time()
         self._watch_task: asyncio.Task[None] | None = None
         self._health_lock = asyncio.Lock()
-        self._recovery: Any = None
+        self._recovery: Any = None  # the ref of the call below, kept for a debugger to look at
         self.restarted = _restarted_by_ray()
         if self.restarted:
             # Ray re-ran __init__ with the first arguments, and nobody calls start() again:
@@ -122,6 +122,10 @@ class Supervisor:
                 starts = (asyncio.wait_for(i.start.remote(), CALL_TIMEOUT) for i in self.ingresses.values())
                 addresses = await asyncio.gather(*starts)
                 self.urls = sorted({a["url"] for a in addresses})
+        except Exception:
+            # nobody awaits this call (the supervisor made it to itself): say it here
+            log.exception("taking over the running deployment did not finish; the health checks go on")
+            raise
         finally:
             self._watch()  # whatever recovery did not finish, the health checks go on with
         log.warning("took over the running deployment: %s", ", ".join(self.urls))
