@@ -175,7 +175,20 @@ def cmd_up(config_file: str, address: str | None, *, detach: bool = False) -> in
         if address is None
         else ray.init(address=address, namespace=app.runtime.ray_namespace)
     )
-    supervisor = launch_supervisor(app, config_file, detached=detach)
+    try:
+        supervisor = launch_supervisor(app, config_file, detached=detach)
+    except ValueError as exc:
+        if "already taken" not in str(exc):
+            raise
+        namespace = app.runtime.ray_namespace
+        print(
+            f"a deployment is already running in Ray namespace {namespace!r}: stop it with "
+            f"`itinerary down --address {address} --namespace {namespace}`, or give this one another "
+            "runtime.ray_namespace",
+            file=sys.stderr,
+        )
+        ray.shutdown()
+        return 2
     info = ray.get(supervisor.start.remote())
     dashboard = getattr(context, "dashboard_url", None)
     for url in info["urls"]:

@@ -58,6 +58,10 @@ def test_up_detached_keeps_running_until_down(ray_session: Any, tmp_path: Path) 
     assert post_events(url.group(1), [event]) == (202, {"accepted": 1, "rejected": []})
     assert named_actors(namespace) == ["ingress-0", "itinerary-supervisor", "profile-shard-00"]
 
+    twice = itinerary("up", "--config", str(config), "--address", address, "--detach")
+    assert twice.returncode == 2 and "a deployment is already running" in twice.stderr, twice.stderr[-2000:]
+    assert post_events(url.group(1), [{**event, "_id": uuid.uuid4().hex}])[0] == 202  # the first one is untouched
+
     down = itinerary("down", "--address", address, "--namespace", namespace)
     assert down.returncode == 0, down.stderr[-2000:]
     assert "stopped 3 actors" in down.stdout
