@@ -75,6 +75,25 @@ def http(
         return exc.code, parsed, dict(exc.headers)
 
 
+EVENT_TIME = "2026-11-29T10:00:00.000Z"
+
+
+def ev(event_type: str, email: str, **fields: Any) -> dict[str, Any]:
+    """An event of `event_type` for the profile of `email`, with a fresh id."""
+    return {
+        "_id": uuid.uuid4().hex,
+        "timestamp": EVENT_TIME,
+        "eventType": event_type,
+        "identityMap": {"Email": [{"id": email, "primary": True}]},
+        **fields,
+    }
+
+
+def registration(email: str, name: str) -> dict[str, Any]:
+    """The form that starts the test config's welcome journey."""
+    return ev("web.formFilledOut", email, personalEmail={"address": email}, person={"name": {"firstName": name}})
+
+
 def post_events(url: str, events: Any) -> tuple[int, Any]:
     status, body, _ = http("POST", f"{url}/v1/events", json.dumps(events).encode())
     return status, body

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.integration.system import http, post_events, wait_until
+from tests.integration.system import http, post_events, registration, wait_until
 
 NOW = "2026-11-29T10:00:00.000Z"
 
@@ -31,15 +31,7 @@ def test_a_killed_gateway_is_restarted_by_ray_and_keeps_delivering(system: dict[
     ray.kill(gateway, no_restart=False)
     assert wait_until(lambda: _answers(gateway), timeout=60)
     email = f"k-{uuid.uuid4().hex[:8]}@example.com"
-    registration = {
-        "_id": uuid.uuid4().hex,
-        "timestamp": NOW,
-        "eventType": "web.formFilledOut",
-        "identityMap": {"Email": [{"id": email}]},
-        "personalEmail": {"address": email},
-        "person": {"name": {"firstName": "Kim"}},
-    }
-    assert post_events(system["url"], registration)[0] == 202
+    assert post_events(system["url"], registration(email, "Kim"))[0] == 202
     assert wait_until(lambda: any(r.body.get("email") == email for r in system["hooks"].received), timeout=30)
 
 

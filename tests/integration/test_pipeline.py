@@ -10,24 +10,10 @@ from typing import Any
 import msgpack
 import pytest
 
-from tests.integration.system import http, post_events, wait_until
+from tests.integration.system import ev, http, post_events, registration, wait_until
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "xdm"
 NOW = "2026-11-29T10:00:00.000Z"
-
-
-def ev(event_type: str, email: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "_id": uuid.uuid4().hex,
-        "timestamp": NOW,
-        "eventType": event_type,
-        "identityMap": {"Email": [{"id": email, "primary": True}]},
-        **fields,
-    }
-
-
-def registration(email: str, name: str) -> dict[str, Any]:
-    return ev("web.formFilledOut", email, personalEmail={"address": email}, person={"name": {"firstName": name}})
 
 
 def cart_add(email: str) -> dict[str, Any]:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.system import deployment_variant, http, post_events, wait_until
-from tests.integration.test_pipeline import calls, mails_to, registration
+from tests.integration.system import deployment_variant, http, post_events, registration, wait_until
+from tests.integration.test_pipeline import calls, mails_to
 
 
 @pytest.fixture(scope="module")

@@ -11,20 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from tests.integration.system import deployment_variant, http, post_events, wait_until
-
-NOW = "2026-11-29T10:00:00.000Z"
-
-
-def registration(email: str) -> dict[str, Any]:
-    return {
-        "_id": uuid.uuid4().hex,
-        "timestamp": NOW,
-        "eventType": "web.formFilledOut",
-        "identityMap": {"Email": [{"id": email}]},
-        "personalEmail": {"address": email},
-        "person": {"name": {"firstName": "Sam"}},
-    }
+from tests.integration.system import deployment_variant, http, post_events, registration, wait_until
 
 
 def actor_ids(app: Any) -> dict[str, str]:
@@ -47,7 +34,7 @@ def test_a_restarted_supervisor_takes_the_running_deployment_over(ray_session: A
 
         # Events keep flowing while the supervisor is down or coming back.
         during = f"during-{uuid.uuid4().hex[:8]}@example.com"
-        code, body = post_events(url, [registration(during)])
+        code, body = post_events(url, [registration(during, "Sam")])
         assert code == 202 and body["accepted"] == 1, body
         assert wait_until(lambda: welcomed(receivers, during), timeout=30)
 
@@ -64,7 +51,7 @@ def test_a_restarted_supervisor_takes_the_running_deployment_over(ray_session: A
         assert ray_session.get(system["supervisor"].check_health.remote(), timeout=60) == []
 
         after = f"after-{uuid.uuid4().hex[:8]}@example.com"
-        assert post_events(url, [registration(after)])[0] == 202
+        assert post_events(url, [registration(after, "Sam")])[0] == 202
         assert wait_until(lambda: welcomed(receivers, after), timeout=30)
 
 
@@ -79,7 +66,7 @@ def test_a_new_supervisor_replaces_actors_left_by_one_that_vanished(
         # What a driver killed with SIGKILL leaves: no supervisor, no shutdown.
         ray_session.kill(system["supervisor"], no_restart=True)
         left = f"left-{uuid.uuid4().hex[:8]}@example.com"
-        assert post_events(url, [registration(left)])[0] == 202  # the data plane still serves
+        assert post_events(url, [registration(left, "Sam")])[0] == 202  # the data plane still serves
         assert wait_until(lambda: welcomed(receivers, left), timeout=30)
 
         def name_free() -> bool:
@@ -98,5 +85,5 @@ def test_a_new_supervisor_replaces_actors_left_by_one_that_vanished(
 
         fresh = f"fresh-{uuid.uuid4().hex[:8]}@example.com"
         fresh_url = info["urls"][0]
-        assert wait_until(lambda: post_events(fresh_url, [registration(fresh)])[0] == 202, timeout=30)
+        assert wait_until(lambda: post_events(fresh_url, [registration(fresh, "Sam")])[0] == 202, timeout=30)
         assert wait_until(lambda: welcomed(receivers, fresh), timeout=30)
